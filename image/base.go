@@ -1,0 +1,283 @@
+package image
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+
+	"github.com/imgbake/imgbake/internal/progress"
+)
+
+// PrepareOptions tune PrepareBase.
+type PrepareOptions struct {
+	// Progress receives progress bars when it is a terminal; nil = none.
+	Progress io.Writer
+	// Log receives what PrepareBase does; nil = silent.
+	Log *slog.Logger
+}
+
+// Base is a raw (decompressed) base image ready to be copied.
+type Base struct {
+	// Path is the raw image: the input itself for a raw .img, else the
+	// decompressed copy in the cache. It is never modified.
+	Path string `json:"path"`
+	// InputSHA256 is the hex sha256 of the input file as given (compressed
+	// or not).
+	InputSHA256 string `json:"input_sha256"`
+	// Size is the size of the raw image in bytes.
+	Size int64 `json:"size"`
+	// Format is the input's format: "raw", "xz", "gzip", "zip" or "zstd".
+	Format string `json:"format"`
+}
+
+// sniffFormat names the compression of the file from its first bytes.
+func sniffFormat(head []byte) string {
+	switch {
+	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		return "xz"
+	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+		return "gzip"
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
+		return "zip"
+	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		return "zstd"
+	}
+	return "raw"
+}
+
+// PrepareBase makes input usable as a base image. A raw image is used in
+// place (opened read-only, never modified). A .xz, .gz, .zip or .zst image is
+// decompressed once into cacheDir, under the sha256 of the input's content,
+// and later calls reuse that copy. The format is recognised from the
+// content, not the file name.
+func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (*Base, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f, err := os.Open(input)
+	if err != nil {
+		return nil, fmt.Errorf("opening base image: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("opening base image: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("base image %s is not a regular file", input)
+	}
+	head := make([]byte, 8)
+	n, _ := f.ReadAt(head, 0)
+	format := sniffFormat(head[:n])
+
+	bar := progress.New(o.Progress, "hashing "+filepath.Base(input), fi.Size())
+	h := sha256.New()
+	if _, err := io.Copy(progress.NewWriter(h, bar), io.NewSectionReader(f, 0, fi.Size())); err != nil {
+		return nil, fmt.Errorf("hashing base image: %w", err)
+	}
+	bar.Done()
+	sum := hex.EncodeToString(h.Sum(nil))
+
+	if format == "raw" {
+		abs, err := filepath.Abs(input)
+		if err != nil {
+			return nil, err
+		}
+		return &Base{Path: abs, InputSHA256: sum, Size: fi.Size(), Format: format}, nil
+	}
+	if cacheDir == "" {
+		return nil, errors.New("decompressing base image: no cache directory given")
+	}
+	cached := filepath.Join(cacheDir, sum+".img")
+	if ci, err := os.Stat(cached); err == nil {
+		log.Info("using cached base image", "input", input, "cache", cached)
+		return &Base{Path: cached, InputSHA256: sum, Size: ci.Size(), Format: format}, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating cache directory: %w", err)
+	}
+	log.Info("decompressing base image", "input", input, "format", format, "cache", cached)
+	size, err := decompressToCache(ctx, f, fi.Size(), format, cached, o)
+	if err != nil {
+		return nil, fmt.Errorf("decompressing %s: %w", input, err)
+	}
+	return &Base{Path: cached, InputSHA256: sum, Size: size, Format: format}, nil
+}
+
+// decompressToCache decompresses f into a temporary file in the directory
+// of dst, then renames it to dst. On error nothing is left behind.
+func decompressToCache(ctx context.Context, f *os.File, size int64, format, dst string, o PrepareOptions) (n int64, err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	if err != nil {
+		return 0, fmt.Errorf("creating cache file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	switch format {
+	case "xz":
+		n, err = decompressXZ(ctx, f, size, tmp, o)
+	case "zip":
+		n, err = decompressZip(ctx, f, size, tmp, o)
+	default:
+		n, err = decompressStream(ctx, f, size, format, tmp, o)
+	}
+	if err != nil {
+		return 0, err
+	}
+	// The cache copy is the source of every image built from this base: make
+	// sure it is on disk before it gets its final name.
+	if err := tmp.Sync(); err != nil {
+		return 0, fmt.Errorf("writing cache file: %w", err)
+	}
+	if err := tmp.Chmod(0o444); err != nil {
+		return 0, fmt.Errorf("writing cache file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return 0, fmt.Errorf("writing cache file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), dst); err != nil {
+		return 0, fmt.Errorf("storing cache file: %w", err)
+	}
+	return n, nil
+}
+
+// decompressXZ decodes the blocks of a multi-block .xz file in parallel,
+// falling back to the streaming reader for single-block files and layouts
+// the parallel decoder does not handle.
+func decompressXZ(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
+	blocks, err := xzIndex(f, size)
+	if err != nil && !errors.Is(err, errXZUnsupported) {
+		return 0, err
+	}
+	if err == nil && len(blocks) > 1 {
+		last := blocks[len(blocks)-1]
+		total := last.outOff + last.size
+		if err := out.Truncate(total); err != nil {
+			return 0, fmt.Errorf("writing cache file: %w", err)
+		}
+		bar := progress.New(o.Progress, "decompressing", total)
+		err := xzDecodeParallel(ctx, f, blocks, out, bar)
+		bar.Done()
+		if !errors.Is(err, errXZUnsupported) {
+			return total, err
+		}
+		if err := out.Truncate(0); err != nil {
+			return 0, fmt.Errorf("writing cache file: %w", err)
+		}
+	}
+	return decompressStream(ctx, f, size, "xz", out, o)
+}
+
+// decompressStream decodes a gzip, zstd or xz stream into out, leaving holes
+// for zero runs.
+func decompressStream(ctx context.Context, f *os.File, size int64, format string, out *os.File, o PrepareOptions) (int64, error) {
+	bar := progress.New(o.Progress, "decompressing", size)
+	defer bar.Done()
+	in := bufio.NewReaderSize(progress.NewReader(io.NewSectionReader(f, 0, size), bar), 1<<20)
+	var r io.Reader
+	switch format {
+	case "gzip":
+		zr, err := gzip.NewReader(in)
+		if err != nil {
+			return 0, err
+		}
+		defer zr.Close()
+		r = zr
+	case "zstd":
+		zr, err := zstd.NewReader(in)
+		if err != nil {
+			return 0, err
+		}
+		defer zr.Close()
+		r = zr
+	case "xz":
+		zr, err := xz.NewReader(in)
+		if err != nil {
+			return 0, err
+		}
+		r = zr
+	default:
+		return 0, fmt.Errorf("unknown compression %q", format)
+	}
+	return copySparse(ctx, out, r)
+}
+
+// copySparse copies r into the empty file out, leaving holes for zero runs.
+func copySparse(ctx context.Context, out *os.File, r io.Reader) (int64, error) {
+	sw := &sparseWriter{f: out}
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := sw.Write(buf[:n]); werr != nil {
+				return 0, fmt.Errorf("writing cache file: %w", werr)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("%w (the file is truncated or corrupt)", err)
+		}
+	}
+	return sw.off, sw.finish()
+}
+
+// decompressZip extracts the one .img file of a zip archive.
+func decompressZip(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
+	zr, err := zip.NewReader(f, size)
+	if err != nil {
+		return 0, fmt.Errorf("reading zip archive: %w (the file is truncated or corrupt)", err)
+	}
+	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
+	var imgs, names []string
+	var img *zip.File
+	for _, zf := range zr.File {
+		names = append(names, zf.Name)
+		if !zf.FileInfo().IsDir() && strings.EqualFold(filepath.Ext(zf.Name), ".img") {
+			imgs = append(imgs, zf.Name)
+			img = zf
+		}
+	}
+	sort.Strings(names)
+	if len(imgs) != 1 {
+		return 0, fmt.Errorf("zip archive must hold exactly one .img file, it holds %d (%s): unpack it and pass the image file",
+			len(imgs), strings.Join(names, ", "))
+	}
+	rc, err := img.Open()
+	if err != nil {
+		return 0, fmt.Errorf("opening %s in zip archive: %w", img.Name, err)
+	}
+	defer rc.Close()
+	bar := progress.New(o.Progress, "decompressing", int64(img.UncompressedSize64))
+	defer bar.Done()
+	n, err := copySparse(ctx, out, progress.NewReader(rc, bar))
+	if err != nil {
+		return 0, fmt.Errorf("extracting %s: %w", img.Name, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,197 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// needTool skips the test when a command-line tool is missing.
+func needTool(t testing.TB, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		if _, err := exec.LookPath(n); err != nil {
+			t.Skipf("%s not installed (apt-get install the package that provides it)", n)
+		}
+	}
+}
+
+// run runs a command and fails the test with its output on error.
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// testRaw writes a 12 MiB image of compressible data with large zero runs.
+func testRaw(t testing.TB, dir string) (string, []byte) {
+	t.Helper()
+	data := make([]byte, 12<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for off := 0; off < len(data); off += 64 << 10 {
+		if (off/(64<<10))%3 == 0 {
+			continue // zero run
+		}
+		for i := off; i < off+64<<10; i++ {
+			data[i] = byte(rng.IntN(4)) + 'a'
+		}
+	}
+	p := filepath.Join(dir, "base.img")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p, data
+}
+
+func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
+
+func TestPrepareBaseFormats(t *testing.T) {
+	needTool(t, "xz", "gzip", "zstd", "zip")
+	dir := t.TempDir()
+	raw, data := testRaw(t, dir)
+	cases := []struct {
+		name string
+		make func(out string)
+	}{
+		{"xz-multiblock-crc64", func(o string) { sh(t, "xz -1 -T2 --block-size=1MiB -c "+raw+" > "+o) }},
+		{"xz-crc32", func(o string) { sh(t, "xz -1 -C crc32 --block-size=3MiB -c "+raw+" > "+o) }},
+		{"xz-sha256", func(o string) { sh(t, "xz -1 -C sha256 --block-size=2MiB -c "+raw+" > "+o) }},
+		{"xz-nocheck", func(o string) { sh(t, "xz -1 -C none --block-size=2MiB -c "+raw+" > "+o) }},
+		{"xz-single-block", func(o string) { sh(t, "xz -1 -T1 -c "+raw+" > "+o) }},
+		{"xz-two-streams-padded", func(o string) {
+			sh(t, "head -c 5000000 "+raw+" | xz -1 --block-size=1MiB > "+o+
+				" && printf '\\0\\0\\0\\0\\0\\0\\0\\0' >> "+o+" && tail -c +5000001 "+raw+" | xz -1 --block-size=1MiB >> "+o)
+		}},
+		{"gzip", func(o string) { sh(t, "gzip -1 -c "+raw+" > "+o) }},
+		{"zstd", func(o string) { sh(t, "zstd -q -c "+raw+" > "+o) }},
+		{"zip", func(o string) { sh(t, "cd "+dir+" && zip -q "+o+".zip base.img && mv "+o+".zip "+o) }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in := filepath.Join(t.TempDir(), "in")
+			c.make(in)
+			inSum := sha(mustRead(t, in))
+			cache := filepath.Join(t.TempDir(), "cache")
+			b, err := PrepareBase(context.Background(), in, cache, PrepareOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.InputSHA256 != inSum || b.Size != int64(len(data)) || filepath.Base(b.Path) != inSum+".img" {
+				t.Errorf("base %+v: want input sum %s, size %d", b, inSum, len(data))
+			}
+			got := mustRead(t, b.Path)
+			if !bytes.Equal(got, data) {
+				t.Fatal("decompressed data differs from the original")
+			}
+			var st syscall.Stat_t
+			if err := syscall.Stat(b.Path, &st); err != nil {
+				t.Fatal(err)
+			}
+			if used := st.Blocks * 512; used > int64(len(data))*3/4 {
+				t.Errorf("cache file uses %d bytes on disk for %d bytes with 1/3 zeros: not sparse", used, len(data))
+			}
+			// A second call reuses the cache.
+			before, _ := os.Stat(b.Path)
+			b2, err := PrepareBase(context.Background(), in, cache, PrepareOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := os.Stat(b2.Path)
+			if b2.Path != b.Path || !os.SameFile(before, after) || !after.ModTime().Equal(before.ModTime()) {
+				t.Error("second PrepareBase did not reuse the cached image")
+			}
+			if sha(mustRead(t, in)) != inSum {
+				t.Error("input changed")
+			}
+			assertOnly(t, cache, inSum+".img")
+		})
+	}
+}
+
+func TestPrepareBaseRawInPlace(t *testing.T) {
+	dir := t.TempDir()
+	raw, data := testRaw(t, dir)
+	b, err := PrepareBase(context.Background(), raw, "", PrepareOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Path != raw || b.Format != "raw" || b.InputSHA256 != sha(data) || b.Size != int64(len(data)) {
+		t.Errorf("raw base %+v", b)
+	}
+}
+
+func TestPrepareBaseBadArchives(t *testing.T) {
+	needTool(t, "xz", "gzip", "zstd", "zip")
+	dir := t.TempDir()
+	raw, _ := testRaw(t, dir)
+	sh(t, "cp "+raw+" "+dir+"/other.img && cd "+dir+" && zip -q two.zip base.img other.img && echo hi > readme.txt && zip -q none.zip readme.txt")
+	sh(t, "xz -1 -T2 --block-size=1MiB -c "+raw+" > "+dir+"/ok.xz")
+	sh(t, "xz -1 -T1 -c "+raw+" > "+dir+"/one.xz")
+	sh(t, "head -c 300000 "+dir+"/ok.xz > "+dir+"/trunc.xz")
+	sh(t, "head -c 300000 "+dir+"/one.xz > "+dir+"/trunc1.xz")
+	sh(t, "gzip -1 -c "+raw+" | head -c 200000 > "+dir+"/trunc.gz")
+	sh(t, "zstd -q -c "+raw+" | head -c 200000 > "+dir+"/trunc.zst")
+	sh(t, "zip -q -j "+dir+"/t.zip "+raw+" && head -c 200000 "+dir+"/t.zip > "+dir+"/trunc.zip")
+	// Corrupt one byte in the middle of the compressed data of a block.
+	ok := mustRead(t, dir+"/ok.xz")
+	bad := bytes.Clone(ok)
+	bad[len(bad)/2] ^= 0x55
+	if err := os.WriteFile(dir+"/corrupt.xz", bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]string{
+		"two.zip":    "exactly one .img file, it holds 2 (base.img, other.img)",
+		"none.zip":   "it holds 0 (readme.txt)",
+		"trunc.xz":   "truncated",
+		"trunc1.xz":  "truncated",
+		"trunc.gz":   "truncated",
+		"trunc.zst":  "truncated",
+		"trunc.zip":  "truncated",
+		"corrupt.xz": "corrupt",
+	}
+	for name, want := range cases {
+		t.Run(name, func(t *testing.T) {
+			cache := filepath.Join(t.TempDir(), "cache")
+			_, err := PrepareBase(context.Background(), filepath.Join(dir, name), cache, PrepareOptions{})
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("error %v, want one containing %q", err, want)
+			}
+			assertOnly(t, cache)
+		})
+	}
+}
+
+func sh(t testing.TB, script string) { t.Helper(); run(t, "sh", "-c", script) }
+
+func mustRead(t testing.TB, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// assertOnly fails unless dir (if it exists) holds exactly the named files.
+func assertOnly(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	ents, _ := os.ReadDir(dir)
+	var got []string
+	for _, e := range ents {
+		got = append(got, e.Name())
+	}
+	if strings.Join(got, ",") != strings.Join(names, ",") {
+		t.Errorf("%s holds %v, want %v", dir, got, names)
+	}
+}
