@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"syscall"
@@ -261,7 +262,7 @@ func fxBuild(kind string, size int64, img string) error {
 	if err != nil {
 		return err
 	}
-	work, err := os.MkdirTemp("", "imgbake-ext4-stage-")
+	work, err := os.MkdirTemp(shmDir(), "imgbake-ext4-stage-")
 	if err != nil {
 		return err
 	}
@@ -481,7 +482,49 @@ func TestFixtures(t *testing.T) {
 				"/var/sparse.img", "/opt/big.bin", "/usr/bin/python3"} {
 				checkAgainstDebugfs(t, img, fxFind(tree, p), tree)
 			}
+			verifyModel(t, img, newModel(tree))
 		})
+	}
+}
+
+// recTB records the failures of a check instead of failing the test.
+type recTB struct {
+	testing.TB
+	errs []string
+}
+
+func (r *recTB) Helper() {}
+func (r *recTB) Errorf(format string, args ...any) {
+	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+func (r *recTB) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+// TestVerifierCatches makes sure verifyModel, which every write test relies
+// on, reports wrong bytes, modes, owners, xattrs, targets and names.
+func TestVerifierCatches(t *testing.T) {
+	img := makeFixture(t, "1k", 64)
+	m := newModel(fixtureTree("1k"))
+	m["/etc/hostname"].Data = []byte("other\n")
+	m["/usr/bin/sudo"].Perm = 0o755
+	m["/var/lib/other"].UID = 0
+	delete(m["/usr/bin/ping"].Xattrs, "security.capability")
+	m["/home/pi/.bashrc"].Xattrs["user.comment"] = []byte("changed")
+	m["/bin"].Target = "usr/sbin"
+	m["/etc/phantom"] = &mNode{Type: 'f', Perm: 0o644}
+	delete(m, "/etc/fstab")
+	rec := &recTB{TB: t}
+	done := make(chan struct{})
+	go func() { defer close(done); verifyModel(rec, img, m) }()
+	<-done
+	all := strings.Join(rec.errs, "\n")
+	for _, want := range []string{"/etc/hostname", "/usr/bin/sudo", "/var/lib/other", "/usr/bin/ping",
+		"/home/pi/.bashrc", "/bin", "/etc/phantom", "/etc/fstab"} {
+		if !strings.Contains(all, want+":") && !strings.Contains(all, dq(want)) {
+			t.Errorf("verifyModel did not report %s; it said:\n%s", want, all)
+		}
 	}
 }
 

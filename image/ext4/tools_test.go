@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -200,7 +203,7 @@ func eaList(t testing.TB, img, path string) map[string][]byte {
 	attrs := map[string][]byte{}
 	tmp := filepath.Join(t.TempDir(), "ea")
 	for _, line := range strings.Split(out, "\n") {
-		m := regexp.MustCompile(`^  (\S+) \((\d+)\)`).FindStringSubmatch(line)
+		m := reEaLine.FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
@@ -229,7 +232,11 @@ type dfDirent struct {
 // debugfsLs lists directory path of img (without . and ..), in on-disk order.
 func debugfsLs(t testing.TB, img, path string) []dfDirent {
 	t.Helper()
-	out := debugfsCmd(t, img, "ls -p "+dq(path))
+	return parseLsP(debugfsCmd(t, img, "ls -p "+dq(path)))
+}
+
+// parseLsP parses the output of debugfs ls -p, leaving out . and ..
+func parseLsP(out string) []dfDirent {
 	var ents []dfDirent
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Split(line, "/")
@@ -244,6 +251,41 @@ func debugfsLs(t testing.TB, img, path string) []dfDirent {
 	}
 	return ents
 }
+
+// debugfsBatch runs read-only cmds in one debugfs -f run and returns the
+// output of each; any complaint fails t. Only for commands whose output
+// cannot contain a line starting "debugfs: " (not cat).
+func debugfsBatch(t testing.TB, img string, cmds []string) []string {
+	t.Helper()
+	if len(cmds) == 0 {
+		return nil
+	}
+	script := filepath.Join(t.TempDir(), "cmds")
+	if err := os.WriteFile(script, []byte(strings.Join(cmds, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var o, e bytes.Buffer
+	c := exec.Command("debugfs", "-f", script, img)
+	c.Stdout, c.Stderr = &o, &e
+	if err := c.Run(); err != nil || debugfsErrors(e.String()) != "" {
+		t.Fatalf("debugfs -f (%s ...): %v %s", cmds[0], err, debugfsErrors(e.String()))
+	}
+	outs := strings.Split(o.String(), "debugfs: ")
+	if len(outs) != len(cmds)+1 {
+		t.Fatalf("debugfs -f: %d outputs for %d commands", len(outs)-1, len(cmds))
+	}
+	res := make([]string, len(cmds))
+	for i, out := range outs[1:] {
+		if !strings.HasPrefix(out, cmds[i]+"\n") {
+			t.Fatalf("debugfs -f: output %d is not for %q: %.80q", i, cmds[i], out)
+		}
+		res[i] = strings.TrimPrefix(out, cmds[i]+"\n")
+	}
+	return res
+}
+
+// reEaLine matches one attribute in debugfs ea_list output: name, length.
+var reEaLine = regexp.MustCompile(`^  (\S+) \((\d+)\)`)
 
 // debugfsBlocks returns the physical data block numbers of path in img.
 func debugfsBlocks(t testing.TB, img, path string) []uint64 {
@@ -277,9 +319,256 @@ func debugfsRdump(t testing.TB, img, path, dst string) {
 	debugfsCmd(t, img, "rdump "+dq(path)+" "+dq(dst))
 }
 
+// shmDir returns a tmpfs directory for scratch trees when there is one
+// (creating thousands of files on a busy disk costs seconds), else "".
+func shmDir() string {
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		return "/dev/shm"
+	}
+	return ""
+}
+
+// shmTempDir is t.TempDir, on tmpfs when there is one.
+func shmTempDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp(shmDir(), "imgbake-ext4-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // htreeIndexed reports whether directory path of img is hash-indexed.
 func htreeIndexed(t testing.TB, img, path string) bool {
 	t.Helper()
 	stdout, _, err := debugfsRun(img, "htree_dump "+dq(path))
 	return err == nil && strings.Contains(stdout, "Root node dump")
+}
+
+// verifyModel checks img against m with e2fsck -fn and a full debugfs
+// read-back: rdump for the names, bytes and symlink targets, ls -p for types,
+// modes, owners, sizes and inode sharing, ea_list/ea_get for xattrs.
+func verifyModel(t testing.TB, img string, m model) {
+	t.Helper()
+	e2fsckClean(t, img)
+	errs := 0
+	fail := func(format string, args ...any) {
+		t.Helper()
+		if errs++; errs <= 25 {
+			t.Errorf(format, args...)
+		}
+	}
+	defer func() {
+		if errs > 25 {
+			t.Errorf("... %d differences in all", errs)
+		}
+	}()
+	dump := shmTempDir(t)
+	debugfsRdump(t, img, "/", dump)
+	seen := map[string]bool{}
+	filepath.WalkDir(dump, func(hp string, d fs.DirEntry, err error) error {
+		if err != nil || hp == dump {
+			return err
+		}
+		p := strings.TrimPrefix(hp, dump)
+		if p == "/lost+found" {
+			return fs.SkipDir
+		}
+		seen[p] = true
+		n := m[p]
+		switch {
+		case n == nil:
+			fail("%s: in the image, not written", p)
+		case d.Type()&fs.ModeSymlink != 0:
+			if got, _ := os.Readlink(hp); n.Type != 'l' || got != n.Target {
+				fail("%s: symlink to %q, want type %c target %q", p, got, n.Type, n.Target)
+			}
+		case d.IsDir():
+			if n.Type != 'd' {
+				fail("%s: a directory, want type %c", p, n.Type)
+			}
+		default:
+			got, _ := os.ReadFile(hp)
+			if n.Type != 'f' || !bytes.Equal(got, n.Data) {
+				fail("%s: %d bytes differ from the %d written (type %c)", p, len(got), len(n.Data), n.Type)
+			}
+		}
+		return nil
+	})
+	for _, p := range m.sorted() {
+		if !seen[p] {
+			fail("%s: missing from the image", p)
+		}
+	}
+	verifyListing(t, img, m, seen, fail)
+	verifyXattrs(t, img, m, seen, fail)
+}
+
+// verifyListing compares debugfs ls -p of every directory with m.
+func verifyListing(t testing.TB, img string, m model, seen map[string]bool, fail func(string, ...any)) {
+	t.Helper()
+	dirs := []string{"/"}
+	for _, p := range m.sorted() {
+		if m[p].Type == 'd' && seen[p] {
+			dirs = append(dirs, p)
+		}
+	}
+	cmds := make([]string, len(dirs))
+	for i, d := range dirs {
+		cmds[i] = "ls -p " + dq(d)
+	}
+	inoOf := map[*mNode]uint32{}
+	nodeOf := map[uint32]string{}
+	for i, out := range debugfsBatch(t, img, cmds) {
+		for _, e := range parseLsP(out) {
+			p := path.Join(dirs[i], e.Name)
+			n := m[p]
+			if n == nil || p == "/lost+found" || e.Ino == 0 || e.Name == "" {
+				continue // reported by the rdump walk
+			}
+			if e.Mode != modeOf(n) || e.UID != n.UID || e.GID != n.GID {
+				fail("%s: mode %o uid %d gid %d, want %o %d %d", p, e.Mode, e.UID, e.GID, modeOf(n), n.UID, n.GID)
+			}
+			if n.Type == 'f' && e.Size != int64(len(n.Data)) {
+				fail("%s: size %d, want %d", p, e.Size, len(n.Data))
+			}
+			if ino, ok := inoOf[n]; ok && ino != e.Ino {
+				fail("%s: inode %d, want %d (a hard link)", p, e.Ino, ino)
+			}
+			if other, ok := nodeOf[e.Ino]; ok && m[other] != n {
+				fail("%s: shares inode %d with %s", p, e.Ino, other)
+			}
+			inoOf[n], nodeOf[e.Ino] = e.Ino, p
+		}
+	}
+}
+
+// verifyXattrs compares every inode's xattrs with m.
+func verifyXattrs(t testing.TB, img string, m model, seen map[string]bool, fail func(string, ...any)) {
+	t.Helper()
+	var paths []string
+	for _, p := range m.sorted() {
+		if seen[p] {
+			paths = append(paths, p)
+		}
+	}
+	cmds := make([]string, len(paths))
+	for i, p := range paths {
+		cmds[i] = "ea_list " + dq(p)
+	}
+	tmp := t.TempDir()
+	var gets []string
+	var want [][]byte
+	for i, out := range debugfsBatch(t, img, cmds) {
+		p, n := paths[i], m[paths[i]]
+		got := map[string]int{}
+		for _, line := range strings.Split(out, "\n") {
+			if f := reEaLine.FindStringSubmatch(line); f != nil {
+				got[f[1]], _ = strconv.Atoi(f[2])
+			}
+		}
+		if fmt.Sprint(sortedKeys(got)) != fmt.Sprint(sortedKeys(n.Xattrs)) {
+			fail("%s: xattrs %v, want %v", p, sortedKeys(got), sortedKeys(n.Xattrs))
+			continue
+		}
+		for _, k := range sortedKeys(n.Xattrs) {
+			gets = append(gets, fmt.Sprintf("ea_get -f %s %s %s", dq(filepath.Join(tmp, strconv.Itoa(len(gets)))), dq(p), k))
+			want = append(want, n.Xattrs[k])
+		}
+	}
+	debugfsBatch(t, img, gets)
+	for i, g := range gets {
+		if b, err := os.ReadFile(filepath.Join(tmp, strconv.Itoa(i))); err != nil || !bytes.Equal(b, want[i]) {
+			fail("%s: got %q (%v), want %q", g, b, err, want[i])
+		}
+	}
+}
+
+// An in-memory model of a filesystem tree, the reference that write tests
+// compare the image with (through debugfs and through the package's own
+// read side).
+
+// replaceKeepsXattrs says what WriteFile/CreateFile over an existing file do
+// with its extended attributes: O_TRUNC semantics keep the inode, so they
+// stay (and hard links see the new content).
+const replaceKeepsXattrs = true
+
+// mNode is one inode of the model; hard links share a *mNode.
+type mNode struct {
+	Type     byte // 'f', 'd', 'l'
+	Perm     uint32
+	UID, GID uint32
+	Data     []byte
+	Target   string
+	Xattrs   map[string][]byte
+}
+
+// model maps absolute paths ("/" excluded) to nodes.
+type model map[string]*mNode
+
+// newModel returns the model of a fixture tree.
+func newModel(tree []fxEntry) model {
+	m := model{}
+	for i := range tree {
+		e := &tree[i]
+		if e.Type == 'h' {
+			m[e.Path] = m[e.Target]
+			continue
+		}
+		n := &mNode{Type: e.Type, Perm: e.Perm, UID: e.UID, GID: e.GID, Target: e.Target, Xattrs: map[string][]byte{}}
+		if e.Type == 'f' {
+			n.Data = e.content()
+		}
+		for k, v := range e.Xattrs {
+			n.Xattrs[k] = v
+		}
+		m[e.Path] = n
+	}
+	return m
+}
+
+// sorted returns the model's paths in lexical order.
+func (m model) sorted() []string {
+	ps := make([]string, 0, len(m))
+	for p := range m {
+		ps = append(ps, p)
+	}
+	sort.Strings(ps)
+	return ps
+}
+
+// nlink returns the link count node n must have.
+func (m model) nlink(n *mNode) uint32 {
+	if n.Type == 'd' {
+		links := uint32(2)
+		for p, c := range m {
+			if c.Type == 'd' && m[path.Dir(p)] == n {
+				links++
+			}
+		}
+		return links
+	}
+	links := uint32(0)
+	for _, c := range m {
+		if c == n {
+			links++
+		}
+	}
+	return links
+}
+
+// isEmptyDir reports whether directory p has no children in the model.
+func (m model) isEmptyDir(p string) bool {
+	for q := range m {
+		if path.Dir(q) == p {
+			return false
+		}
+	}
+	return true
+}
+
+// modeOf returns the full i_mode of n.
+func modeOf(n *mNode) uint32 {
+	return map[byte]uint32{'f': 0o100000, 'd': 0o040000, 'l': 0o120000}[n.Type] | n.Perm
 }
