@@ -39,8 +39,8 @@ type FS struct {
 	fatSize  int64 // sectors per FAT
 	rootEnts int64
 	rootClus uint32
-	fsinfo   int64 // FSInfo sector, 0 = none
-	dataOff  int64 // byte offset of cluster 2
+	fsinfo   int64  // FSInfo sector, 0 = none
+	dataOff  int64  // byte offset of cluster 2
 	clusters uint32 // number of data clusters; valid clusters are 2..clusters+1
 	label    string
 	fat      []uint32
