@@ -1,0 +1,61 @@
+package ext4
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+)
+
+var coreKinds = map[string][]string{
+	"default":      nil,
+	"pigen":        {"-O", "^64bit,^huge_file"},
+	"raspbian-old": {"-O", "^metadata_csum,^64bit"},
+	"armbian-old":  {"-O", "^64bit,^metadata_csum"},
+	"nocsum":       {"-O", "^metadata_csum,^uninit_bg"},
+	"1k":           {"-b", "1024"},
+	"tea":          {"-E", "hash_seed=01234567-89ab-cdef-0123-456789abcdef"},
+}
+
+func TestCoreRead(t *testing.T) {
+	for kind, opts := range coreKinds {
+		t.Run(kind, func(t *testing.T) {
+			img := coreMkfs(t, 64, 600, opts...)
+			f, fh := coreOpen(t, img)
+			defer fh.Close()
+			for _, p := range []string{"/etc/hostname", "/etc/ssh/sshd_config", "/usr/bin/big", "/usr/bin/tool-00123-with-a-longish-name"} {
+				got, err := f.ReadFile(p)
+				if err != nil {
+					t.Fatalf("ReadFile %s: %v", p, err)
+				}
+				want := []byte(coreDebugfs(t, img, "cat "+p))
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s: content differs (%d vs %d bytes)", p, len(got), len(want))
+				}
+			}
+			for p, want := range map[string]string{"/etc/fast": "/etc/hostname", "/etc/slow": string(bytes.Repeat([]byte("x/"), 40)) + "target"} {
+				got, err := f.Readlink(p)
+				if err != nil || got != want {
+					t.Errorf("Readlink %s = %q, %v", p, got, err)
+				}
+			}
+			ents, err := f.ReadDir("/usr/bin")
+			if err != nil || len(ents) != 601 {
+				t.Fatalf("ReadDir: %d entries, %v", len(ents), err)
+			}
+			n := 0
+			if err := f.Walk("/", func(p string, fi *FileInfo, err error) error {
+				if err != nil {
+					return err
+				}
+				n++
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if n < 610 {
+				t.Errorf("Walk saw %d", n)
+			}
+			fmt.Sprint(n)
+		})
+	}
+}
