@@ -14,12 +14,12 @@ type dxFrame struct {
 	idx      int // chosen entry
 }
 
-func (fr *dxFrame) count() int           { return int(le16(fr.b, fr.countOff+2)) }
-func (fr *dxFrame) limit() int           { return int(le16(fr.b, fr.countOff)) }
-func (fr *dxFrame) hash(i int) uint32    { return le32(fr.b, fr.countOff+8*i) }
-func (fr *dxFrame) block(i int) uint32   { return le32(fr.b, fr.countOff+8*i+4) }
-func (fr *dxFrame) setCount(n int)       { put16(fr.b, fr.countOff+2, uint16(n)) }
-func (fr *dxFrame) entry(i int) []byte   { return fr.b[fr.countOff+8*i : fr.countOff+8*i+8] }
+func (fr *dxFrame) count() int         { return int(le16(fr.b, fr.countOff+2)) }
+func (fr *dxFrame) limit() int         { return int(le16(fr.b, fr.countOff)) }
+func (fr *dxFrame) hash(i int) uint32  { return le32(fr.b, fr.countOff+8*i) }
+func (fr *dxFrame) block(i int) uint32 { return le32(fr.b, fr.countOff+8*i+4) }
+func (fr *dxFrame) setCount(n int)     { put16(fr.b, fr.countOff+2, uint16(n)) }
+func (fr *dxFrame) entry(i int) []byte { return fr.b[fr.countOff+8*i : fr.countOff+8*i+8] }
 func (f *FS) dxLimit(countOff int) int {
 	n := (int(f.bs) - countOff) / 8
 	if f.metaCsum {

@@ -127,15 +127,15 @@ func (in *inode) storedCsum(f *FS) uint32 {
 	return c
 }
 
-func (in *inode) mode() uint16   { return le16(in.b, iMode) }
-func (in *inode) isDir() bool    { return in.mode()&sIFMT == sIFDIR }
-func (in *inode) isReg() bool    { return in.mode()&sIFMT == sIFREG }
-func (in *inode) isLink() bool   { return in.mode()&sIFMT == sIFLNK }
-func (in *inode) flags() uint32  { return le32(in.b, iFlags) }
-func (in *inode) links() uint16  { return le16(in.b, iLinks) }
-func (in *inode) uid() uint32    { return uint32(le16(in.b, iUID)) | uint32(le16(in.b, iUIDHi))<<16 }
-func (in *inode) gid() uint32    { return uint32(le16(in.b, iGID)) | uint32(le16(in.b, iGIDHi))<<16 }
-func (in *inode) size() int64    { return int64(le32(in.b, iSizeLo)) | int64(le32(in.b, iSizeHigh))<<32 }
+func (in *inode) mode() uint16  { return le16(in.b, iMode) }
+func (in *inode) isDir() bool   { return in.mode()&sIFMT == sIFDIR }
+func (in *inode) isReg() bool   { return in.mode()&sIFMT == sIFREG }
+func (in *inode) isLink() bool  { return in.mode()&sIFMT == sIFLNK }
+func (in *inode) flags() uint32 { return le32(in.b, iFlags) }
+func (in *inode) links() uint16 { return le16(in.b, iLinks) }
+func (in *inode) uid() uint32   { return uint32(le16(in.b, iUID)) | uint32(le16(in.b, iUIDHi))<<16 }
+func (in *inode) gid() uint32   { return uint32(le16(in.b, iGID)) | uint32(le16(in.b, iGIDHi))<<16 }
+func (in *inode) size() int64   { return int64(le32(in.b, iSizeLo)) | int64(le32(in.b, iSizeHigh))<<32 }
 func (in *inode) fileACL() uint64 {
 	return uint64(le32(in.b, iFileACLLo)) | uint64(le16(in.b, iFileACLHi))<<32
 }

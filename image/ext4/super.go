@@ -50,9 +50,9 @@ const (
 
 // Feature bits.
 const (
-	compatHasJournal  = 0x4
-	compatResizeInode = 0x10
-	compatDirIndex    = 0x20
+	compatHasJournal   = 0x4
+	compatResizeInode  = 0x10
+	compatDirIndex     = 0x20
 	compatSparseSuper2 = 0x200
 
 	incompatFiletype   = 0x2
