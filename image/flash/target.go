@@ -39,7 +39,7 @@ type TargetOptions struct {
 
 // OpenTarget opens path for writing. It refuses anything that is not a
 // block device (or a raw disk on macOS) unless it is a regular file and
-// AllowFile is set. The device safety rules are applied separately (Check).
+// AllowFile is set. The device safety rules are applied separately (CheckDevice).
 func OpenTarget(path string, o TargetOptions) (*Target, error) {
 	st, err := os.Stat(path)
 	switch {
