@@ -181,3 +181,16 @@ func TestSecrets(t *testing.T) {
 		t.Errorf("short token: %v (must fail without echoing the token)", err)
 	}
 }
+
+func TestDecodeKeepsLeadingZero(t *testing.T) {
+	var v struct {
+		K map[string]any `yaml:"k"`
+	}
+	d := NewDoc("x.yaml")
+	if err := d.Decode([]byte("k:\n  mode: 0644\n  n: 50\n  b: true\n  l: [a, 1]\n"), &v); err != nil || d.Err() != nil {
+		t.Fatal(err, d.Err())
+	}
+	if v.K["mode"] != "0644" || v.K["n"] != 50 || v.K["b"] != true {
+		t.Errorf("decoded %#v", v.K)
+	}
+}

@@ -162,8 +162,18 @@ func (d *Doc) decode(n *yaml.Node, v reflect.Value, field string) {
 			return
 		}
 		v.SetString(n.Value)
-	default: // bool, ints, any
-		if v.Kind() != reflect.Interface && n.Kind != yaml.ScalarNode {
+	case reflect.Interface:
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!int" && len(n.Value) > 1 && n.Value[0] == '0' {
+			// yaml.v3 reads 0644 as octal 420; keep the text as written
+			// (k3s reads write-kubeconfig-mode: 0644 as octal itself).
+			v.Set(reflect.ValueOf(n.Value))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.Errorf(field, "%s", cleanYAMLError(err))
+		}
+	default: // bool, ints
+		if n.Kind != yaml.ScalarNode {
 			d.Errorf(field, "expected a single value, found %s", kindName(n))
 			return
 		}
