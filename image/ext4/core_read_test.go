@@ -2,7 +2,6 @@ package ext4
 
 import (
 	"bytes"
-	"fmt"
 	"testing"
 )
 
@@ -55,7 +54,6 @@ func TestCoreRead(t *testing.T) {
 			if n < 610 {
 				t.Errorf("Walk saw %d", n)
 			}
-			fmt.Sprint(n)
 		})
 	}
 }

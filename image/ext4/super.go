@@ -42,6 +42,7 @@ const (
 	sbFlags           = 0x160
 	sbLogGroupsPerFlx = 0x174
 	sbKbytesWritten   = 0x178
+	sbOverhead        = 0x248
 	sbBackupBgs       = 0x24C
 	sbChecksumSeed    = 0x270
 	sbWtimeHi         = 0x274

@@ -1,0 +1,58 @@
+package ext4
+
+import (
+	"bytes"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestCoreGrowAndRanges(t *testing.T) {
+	for kind, opts := range coreKinds {
+		t.Run(kind, func(t *testing.T) {
+			img := coreMkfs(t, 40, 100, opts...)
+			if err := os.Truncate(img, 300<<20+12345); err != nil {
+				t.Fatal(err)
+			}
+			f, fh := coreOpen(t, img)
+			defer fh.Close()
+			if err := f.Grow(300<<20 + 12345); err != nil {
+				t.Fatal(err)
+			}
+			big := bytes.Repeat([]byte("grow"), 60<<20/4)
+			if err := f.WriteFile("/big", big, Attr{Mode: 0644}); err != nil {
+				t.Fatal(err)
+			}
+			rs, err := f.AllocatedRanges()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			coreFsck(t, img)
+			if got := coreDebugfs(t, img, "cat /big"); got != string(big) {
+				t.Errorf("/big differs after grow")
+			}
+			// every byte outside the ranges must be zero in a fresh sparse image
+			data, _ := os.ReadFile(img)
+			var total int64
+			prev := int64(0)
+			for _, r := range rs {
+				if r.Off < prev {
+					t.Fatalf("ranges not sorted/merged at %d", r.Off)
+				}
+				if !isZero(data[prev:r.Off]) {
+					t.Errorf("non-zero data in unallocated %d..%d", prev, r.Off)
+				}
+				prev = r.Off + r.Len
+				total += r.Len
+			}
+			sb := coreDebugfs(t, img, "stats")
+			if !strings.Contains(sb, "Block count:") {
+				t.Fatal(sb)
+			}
+			t.Logf("%s: %d ranges, %d MiB allocated", kind, len(rs), total>>20)
+		})
+	}
+}
