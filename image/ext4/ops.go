@@ -69,7 +69,7 @@ func (f *FS) symlink(target, name string, a Attr) error {
 		return err
 	}
 	f.touchDir(dir)
-	return f.addEntry(dir, base, ino, ftSymlink)
+	return f.linkNew(dir, base, in, ftSymlink)
 }
 
 // Remove deletes a file, symlink or empty directory, freeing its blocks and inode once the

@@ -47,7 +47,7 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 	if err != nil {
 		return err
 	}
-	var old *inode
+	var old, other *inode
 	if exists {
 		if old, err = f.getInode(ino); err != nil {
 			return err
@@ -55,14 +55,11 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 		if old.isDir() {
 			return ErrIsDir
 		}
-		if !old.isReg() {
-			if err := f.unlink(dir, base, old); err != nil {
-				return err
-			}
-			old, exists = nil, false
+		if !old.isReg() { // a symlink or special file: replaced by a new regular file
+			other, old, exists = old, nil, false
 		}
 	}
-	if !exists && f.freeIno == 0 {
+	if !exists && f.freeIno == 0 && (other == nil || other.links() > 1) {
 		return ErrNoInodes
 	}
 	nblk := uint64((size + f.bs - 1) / f.bs)
@@ -76,6 +73,11 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 	}
 	if nblk+slack+1 > f.freeBlk+oldBlocks {
 		return fmt.Errorf("%d bytes need %d blocks, %d free: %w", size, nblk, f.freeBlk, ErrNoSpace)
+	}
+	if other != nil {
+		if err := f.unlink(dir, base, other); err != nil {
+			return err
+		}
 	}
 	if old != nil && nblk+uint64(f.treeNodes(int(nblk/maxInitLen)+8))+1 > f.freeBlk {
 		// not enough room for old and new at once: truncate first (like O_TRUNC)
@@ -134,7 +136,28 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 		return nil
 	}
 	f.touchDir(dir)
-	return f.addEntry(dir, base, in.ino, ftReg)
+	return f.linkNew(dir, base, in, ftReg)
+}
+
+// linkNew adds the entry for a freshly created inode; if that fails (a full directory
+// index, say) the inode is released again so nothing is left half-made.
+func (f *FS) linkNew(dir *inode, base string, in *inode, ft uint8) error {
+	err := f.addEntry(dir, base, in.ino, ft)
+	if err == nil {
+		return nil
+	}
+	if in.isDir() {
+		if l := dir.links(); l > 2 {
+			put16(dir.b, iLinks, l-1)
+		}
+		if perr := f.putInode(dir); perr != nil {
+			return errors.Join(err, perr)
+		}
+	}
+	if rerr := f.release(in, in.isDir()); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
 }
 
 // setAttr applies mode, owner and times to an existing inode being replaced.
@@ -290,5 +313,5 @@ func (f *FS) mkdir(name string, a Attr) error {
 		put16(dir.b, iLinks, l+1)
 	}
 	f.touchDir(dir)
-	return f.addEntry(dir, base, ino, ftDir)
+	return f.linkNew(dir, base, in, ftDir)
 }
