@@ -113,9 +113,16 @@ func isAligned(p []byte, off int64) bool {
 		uintptr(unsafe.Pointer(&p[0]))%alignment == 0
 }
 
-// ReadAt reads len(p) bytes at off (through the page cache: call Sync and
-// dropCache first to read what is on the medium).
-func (t *Target) ReadAt(p []byte, off int64) (int, error) { return t.rw.ReadAt(p, off) }
+// ReadAt reads len(p) bytes at off: directly from the medium when the
+// target was opened for direct I/O and p and off are aligned, through the
+// page cache otherwise (call Sync and dropCache first to read what is on
+// the medium).
+func (t *Target) ReadAt(p []byte, off int64) (int, error) {
+	if t.direct && isAligned(p, off) {
+		return t.f.ReadAt(p, off)
+	}
+	return t.rw.ReadAt(p, off)
+}
 
 // Sync flushes written data to the medium.
 func (t *Target) Sync() error {

@@ -27,7 +27,7 @@ type testDisk struct {
 	m     *bmap.Map
 }
 
-func need(t *testing.T, tools ...string) {
+func need(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -36,7 +36,7 @@ func need(t *testing.T, tools ...string) {
 	}
 }
 
-func run(t *testing.T, name string, args ...string) string {
+func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -47,7 +47,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 // makeTestDisk builds the image in dir. dataMiB is roughly how much file
 // data goes into the ext4 partition.
-func makeTestDisk(t *testing.T, dir string, sizeMiB, dataMiB int) *testDisk {
+func makeTestDisk(t testing.TB, dir string, sizeMiB, dataMiB int) *testDisk {
 	t.Helper()
 	need(t, "sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4", "dumpe2fs")
 	d := &testDisk{path: filepath.Join(dir, "disk.img"), size: int64(sizeMiB) << 20}
@@ -74,7 +74,7 @@ func makeTestDisk(t *testing.T, dir string, sizeMiB, dataMiB int) *testDisk {
 	writeRandom(t, filepath.Join(files, "kernel8.img"), 1<<20+123)
 	run(t, "mcopy", "-i", fat, filepath.Join(files, "config.txt"), filepath.Join(files, "kernel8.img"), "::")
 	for i := range dataMiB {
-		writeRandom(t, filepath.Join(files, "etc", "rancher", fmt.Sprintf("blob%d", i)), 1<<20-i*4096)
+		writeRandom(t, filepath.Join(files, "etc", "rancher", fmt.Sprintf("blob%d", i)), 1<<20-(i%128)*4096)
 	}
 	os.WriteFile(filepath.Join(files, "etc", "hostname"), []byte("k5\n"), 0o644)
 	ext := filepath.Join(dir, "ext.img")
@@ -103,7 +103,7 @@ func makeTestDisk(t *testing.T, dir string, sizeMiB, dataMiB int) *testDisk {
 	return d
 }
 
-func writeRandom(t *testing.T, path string, n int) {
+func writeRandom(t testing.TB, path string, n int) {
 	t.Helper()
 	b := make([]byte, n)
 	rand.Read(b)
@@ -119,7 +119,7 @@ func shift(rs []bmap.ByteRange, by int64) []bmap.ByteRange {
 	return rs
 }
 
-func copyInto(t *testing.T, dst, src string, off int64) {
+func copyInto(t testing.TB, dst, src string, off int64) {
 	t.Helper()
 	data, err := os.ReadFile(src)
 	if err != nil {
@@ -138,7 +138,7 @@ func copyInto(t *testing.T, dst, src string, off int64) {
 // fatAllocated returns the FAT filesystem's metadata (boot sector,
 // reserved sectors, every FAT, the FAT12/16 root directory: all of it,
 // free entries included) and its allocated clusters.
-func fatAllocated(t *testing.T, path string) []bmap.ByteRange {
+func fatAllocated(t testing.TB, path string) []bmap.ByteRange {
 	t.Helper()
 	img, err := os.ReadFile(path)
 	if err != nil {
@@ -175,7 +175,7 @@ func fatAllocated(t *testing.T, path string) []bmap.ByteRange {
 // extAllocated returns the ext4 filesystem's in-use blocks (everything but
 // the free blocks dumpe2fs lists per group; inode tables, bitmaps and
 // journal count as used).
-func extAllocated(t *testing.T, path string) []bmap.ByteRange {
+func extAllocated(t testing.TB, path string) []bmap.ByteRange {
 	t.Helper()
 	out := run(t, "dumpe2fs", path)
 	var bs, count int64
@@ -224,7 +224,7 @@ func extAllocated(t *testing.T, path string) []bmap.ByteRange {
 // randomTarget returns a target of size bytes full of random bytes: a loop
 // device when the machine allows one (root, losetup), else a regular file.
 // isFile tells which.
-func randomTarget(t *testing.T, dir string, size int64) (path string, isFile bool) {
+func randomTarget(t testing.TB, dir string, size int64) (path string, isFile bool) {
 	t.Helper()
 	file := filepath.Join(dir, "target.bin")
 	f, err := os.Create(file)
@@ -253,7 +253,7 @@ func randomTarget(t *testing.T, dir string, size int64) (path string, isFile boo
 
 // checkFilesystems extracts the two partitions from the target and runs
 // fsck.vfat -n and e2fsck -fn on them.
-func checkFilesystems(t *testing.T, target string, d *testDisk) {
+func checkFilesystems(t testing.TB, target string, d *testDisk) {
 	t.Helper()
 	need(t, "fsck.vfat", "e2fsck")
 	f, err := os.Open(target)
@@ -282,7 +282,7 @@ func checkFilesystems(t *testing.T, target string, d *testDisk) {
 }
 
 // equalRanges reports whether a and b hold the same bytes in checks.
-func equalRanges(t *testing.T, a, b string, checks []Check) bool {
+func equalRanges(t testing.TB, a, b string, checks []Check) bool {
 	t.Helper()
 	fa, err := os.Open(a)
 	if err != nil {

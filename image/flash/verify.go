@@ -35,7 +35,7 @@ func Verify(ctx context.Context, r io.ReaderAt, checks []Check, o VerifyOptions)
 	}
 	free := make(chan []byte, buffers)
 	for range buffers {
-		free <- make([]byte, chunkSize)
+		free <- alignedBuffer(chunkSize)
 	}
 	full := make(chan piece, buffers)
 	bad := -1
