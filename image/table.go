@@ -1,0 +1,242 @@
+package image
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"strings"
+	"unicode/utf16"
+)
+
+const sector = 512
+
+// Partition is one entry of the image's partition table.
+type Partition struct {
+	// Number is the partition number as the kernel names it (1 = p1).
+	Number int `json:"number"`
+	// Start and Size are in bytes.
+	Start int64 `json:"start"`
+	Size  int64 `json:"size"`
+	// Type is the MBR type byte ("0x0c") or the GPT type GUID.
+	Type string `json:"type"`
+	// FS is the filesystem found in it: "fat32", "fat16", "fat12", "ext4",
+	// or "" when unknown.
+	FS string `json:"fs,omitempty"`
+	// Label is the filesystem's volume label.
+	Label string `json:"label,omitempty"`
+	// PartUUID is how fstab and cmdline.txt refer to the partition:
+	// "<disk id>-<nn>" on MBR, the unique GUID on GPT.
+	PartUUID string `json:"partuuid"`
+}
+
+func (p Partition) end() int64 { return p.Start + p.Size }
+
+// String describes the partition for error messages.
+func (p Partition) String() string {
+	fs := p.FS
+	if fs == "" {
+		fs = "unknown filesystem"
+	}
+	s := fmt.Sprintf("p%d %s %s", p.Number, p.Type, fs)
+	if p.Label != "" {
+		s += fmt.Sprintf(" %q", p.Label)
+	}
+	return s
+}
+
+// table is a parsed partition table.
+type table struct {
+	kind   string // "mbr" or "gpt"
+	diskID string
+	parts  []Partition
+	gptHdr []byte // primary GPT header sector
+	gptEnt []byte // GPT partition entry array
+	mbr    []byte
+	// index of each partition's entry (MBR slot or GPT entry number)
+	slot map[int]int
+}
+
+// readTable parses the MBR, or the GPT behind a protective MBR.
+func readTable(r io.ReaderAt, size int64) (*table, error) {
+	mbr := make([]byte, sector)
+	if _, err := r.ReadAt(mbr, 0); err != nil {
+		return nil, fmt.Errorf("reading partition table: %w", err)
+	}
+	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+		return nil, errors.New("no partition table: the first sector has no MBR signature (is this a whole-disk image?)")
+	}
+	t := &table{kind: "mbr", mbr: mbr, slot: map[int]int{}}
+	t.diskID = fmt.Sprintf("%08x", binary.LittleEndian.Uint32(mbr[440:]))
+	for i := range 4 {
+		e := mbr[446+16*i:][:16]
+		typ := e[4]
+		if typ == 0xee {
+			return readGPT(r, size, mbr)
+		}
+		start := int64(binary.LittleEndian.Uint32(e[8:])) * sector
+		n := int64(binary.LittleEndian.Uint32(e[12:])) * sector
+		if typ == 0 || n == 0 {
+			continue
+		}
+		if start+n > size || start == 0 {
+			return nil, fmt.Errorf("corrupt partition table: partition %d (%d bytes at %d) lies outside the %d-byte image", i+1, n, start, size)
+		}
+		t.slot[i+1] = i
+		t.parts = append(t.parts, Partition{Number: i + 1, Start: start, Size: n,
+			Type: fmt.Sprintf("0x%02x", typ), PartUUID: fmt.Sprintf("%s-%02d", t.diskID, i+1)})
+	}
+	if err := checkOverlap(t.parts); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func checkOverlap(ps []Partition) error {
+	for i, a := range ps {
+		for _, b := range ps[i+1:] {
+			if a.Start < b.end() && b.Start < a.end() {
+				return fmt.Errorf("corrupt partition table: partitions %d and %d overlap", a.Number, b.Number)
+			}
+		}
+	}
+	return nil
+}
+
+// guid formats a GPT GUID (mixed-endian) as text.
+func guid(b []byte) string {
+	return fmt.Sprintf("%08x-%04x-%04x-%x-%x", binary.LittleEndian.Uint32(b), binary.LittleEndian.Uint16(b[4:]),
+		binary.LittleEndian.Uint16(b[6:]), b[8:10], b[10:16])
+}
+
+func readGPT(r io.ReaderAt, size int64, mbr []byte) (*table, error) {
+	h := make([]byte, sector)
+	if _, err := r.ReadAt(h, sector); err != nil {
+		return nil, fmt.Errorf("reading GPT header: %w", err)
+	}
+	hs := binary.LittleEndian.Uint32(h[12:])
+	if !bytes.Equal(h[:8], []byte("EFI PART")) || hs < 92 || hs > sector {
+		return nil, errors.New("corrupt partition table: protective MBR without a GPT header")
+	}
+	sum := binary.LittleEndian.Uint32(h[16:])
+	c := bytes.Clone(h[:hs])
+	binary.LittleEndian.PutUint32(c[16:], 0)
+	if crc32.ChecksumIEEE(c) != sum {
+		return nil, errors.New("corrupt partition table: GPT header checksum mismatch")
+	}
+	entLBA := int64(binary.LittleEndian.Uint64(h[72:]))
+	n := int64(binary.LittleEndian.Uint32(h[80:]))
+	esz := int64(binary.LittleEndian.Uint32(h[84:]))
+	if esz < 128 || n*esz > 1<<20 {
+		return nil, errors.New("corrupt partition table: bad GPT entry array size")
+	}
+	ents := make([]byte, n*esz)
+	if _, err := r.ReadAt(ents, entLBA*sector); err != nil {
+		return nil, fmt.Errorf("reading GPT entries: %w", err)
+	}
+	if crc32.ChecksumIEEE(ents) != binary.LittleEndian.Uint32(h[88:]) {
+		return nil, errors.New("corrupt partition table: GPT entries checksum mismatch")
+	}
+	t := &table{kind: "gpt", diskID: guid(h[56:]), gptHdr: h, gptEnt: ents, mbr: mbr, slot: map[int]int{}}
+	for i := range int(n) {
+		e := ents[int64(i)*esz:][:esz]
+		if isZero(e[:16]) {
+			continue
+		}
+		first, last := int64(binary.LittleEndian.Uint64(e[32:])), int64(binary.LittleEndian.Uint64(e[40:]))
+		if last < first || (last+1)*sector > size {
+			return nil, fmt.Errorf("corrupt partition table: GPT partition %d lies outside the image", i+1)
+		}
+		name := utf16.Decode(u16s(e[56:128]))
+		t.slot[i+1] = i
+		t.parts = append(t.parts, Partition{Number: i + 1, Start: first * sector, Size: (last - first + 1) * sector,
+			Type: guid(e[:16]), PartUUID: guid(e[16:32]), Label: strings.TrimRight(string(name), "\x00")})
+	}
+	return t, checkOverlap(t.parts)
+}
+
+func u16s(b []byte) []uint16 {
+	out := make([]uint16, len(b)/2)
+	for i := range out {
+		out[i] = binary.LittleEndian.Uint16(b[2*i:])
+	}
+	return out
+}
+
+// growLast rewrites the table so that partition num (which must be the
+// last one on the disk) ends at the end of a newSize-byte image, and
+// returns the partition's new size. On GPT the backup header and entries
+// move to the new end.
+func (t *table) growLast(w io.WriterAt, num int, newSize int64) (int64, error) {
+	var p *Partition
+	for i := range t.parts {
+		if t.parts[i].Number == num {
+			p = &t.parts[i]
+		}
+	}
+	for _, q := range t.parts {
+		if p != nil && q.Start > p.Start {
+			return 0, fmt.Errorf("cannot grow partition %d: partition %d lies after it", num, q.Number)
+		}
+	}
+	if p == nil {
+		return 0, fmt.Errorf("no partition %d", num)
+	}
+	if t.kind == "mbr" {
+		end := newSize / sector
+		if end > 1<<32-1 {
+			return 0, errors.New("cannot grow: an MBR partition table addresses at most 2 TiB")
+		}
+		sectors := end - p.Start/sector
+		binary.LittleEndian.PutUint32(t.mbr[446+16*t.slot[num]+12:], uint32(sectors))
+		if _, err := w.WriteAt(t.mbr, 0); err != nil {
+			return 0, fmt.Errorf("writing MBR: %w", err)
+		}
+		p.Size = sectors * sector
+		return p.Size, nil
+	}
+	return t.growGPT(w, p, newSize)
+}
+
+func (t *table) growGPT(w io.WriterAt, p *Partition, newSize int64) (int64, error) {
+	h := t.gptHdr
+	esz := int64(binary.LittleEndian.Uint32(h[84:]))
+	entSectors := (int64(len(t.gptEnt)) + sector - 1) / sector
+	lastLBA := newSize/sector - 1
+	lastUsable := lastLBA - entSectors - 1
+	oldBackup := int64(binary.LittleEndian.Uint64(h[32:]))
+	e := t.gptEnt[int64(t.slot[p.Number])*esz:]
+	binary.LittleEndian.PutUint64(e[40:], uint64(lastUsable))
+	binary.LittleEndian.PutUint64(h[32:], uint64(lastLBA))
+	binary.LittleEndian.PutUint64(h[48:], uint64(lastUsable))
+	binary.LittleEndian.PutUint32(h[88:], crc32.ChecksumIEEE(t.gptEnt))
+	hs := binary.LittleEndian.Uint32(h[12:])
+	seal := func(hdr []byte) {
+		binary.LittleEndian.PutUint32(hdr[16:], 0)
+		binary.LittleEndian.PutUint32(hdr[16:], crc32.ChecksumIEEE(hdr[:hs]))
+	}
+	seal(h)
+	b := bytes.Clone(h)
+	binary.LittleEndian.PutUint64(b[24:], uint64(lastLBA))
+	binary.LittleEndian.PutUint64(b[32:], 1)
+	binary.LittleEndian.PutUint64(b[72:], uint64(lastLBA-entSectors))
+	seal(b)
+	// Protective MBR covers the whole disk.
+	binary.LittleEndian.PutUint32(t.mbr[446+12:], uint32(min(lastLBA, 1<<32-1)))
+	for _, wr := range []struct {
+		data []byte
+		off  int64
+	}{
+		{make([]byte, sector), oldBackup * sector},
+		{t.mbr, 0}, {h, sector}, {t.gptEnt, int64(binary.LittleEndian.Uint64(h[72:])) * sector},
+		{t.gptEnt, (lastLBA - entSectors) * sector}, {b, lastLBA * sector},
+	} {
+		if _, err := w.WriteAt(wr.data, wr.off); err != nil {
+			return 0, fmt.Errorf("writing GPT: %w", err)
+		}
+	}
+	p.Size = (lastUsable+1)*sector - p.Start
+	return p.Size, nil
+}
