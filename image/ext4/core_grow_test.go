@@ -56,3 +56,39 @@ func TestCoreGrowAndRanges(t *testing.T) {
 		})
 	}
 }
+
+// TestCoreGrowGDT grows a 4 KiB-block filesystem far enough that the descriptor table takes
+// reserved GDT blocks (32- and 64-byte descriptors, with and without checksums).
+func TestCoreGrowGDT(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	for _, kind := range []string{"pigen", "default", "nocsum"} {
+		t.Run(kind, func(t *testing.T) {
+			img := coreMkfs(t, 100, 10, coreKinds[kind]...)
+			const size = 24 << 30
+			if err := os.Truncate(img, size); err != nil {
+				t.Fatal(err)
+			}
+			f, fh := coreOpen(t, img)
+			defer fh.Close()
+			before := f.descBlks
+			if err := f.Grow(size); err != nil {
+				t.Fatal(err)
+			}
+			if f.descBlks <= before {
+				t.Fatalf("descriptor blocks %d -> %d: GDT did not grow", before, f.descBlks)
+			}
+			if err := f.WriteFile("/after", []byte("grown"), Attr{Mode: 0644}); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			coreFsck(t, img)
+			if got := coreDebugfs(t, img, "cat /after"); got != "grown" {
+				t.Errorf("cat /after = %q", got)
+			}
+		})
+	}
+}

@@ -5,14 +5,17 @@ import (
 	"testing"
 )
 
+// coreKinds are mkfs.ext4 variants: the real bases' feature sets at 4 KiB blocks and
+// 256-byte inodes, plus 1 KiB blocks with 128- and 256-byte inodes.
 var coreKinds = map[string][]string{
-	"default":      nil,
-	"pigen":        {"-O", "^64bit,^huge_file"},
-	"raspbian-old": {"-O", "^metadata_csum,^64bit"},
-	"armbian-old":  {"-O", "^64bit,^metadata_csum"},
-	"nocsum":       {"-O", "^metadata_csum,^uninit_bg"},
-	"1k":           {"-b", "1024"},
-	"tea":          {"-E", "hash_seed=01234567-89ab-cdef-0123-456789abcdef"},
+	"default":      {"-T", "default"},
+	"pigen":        {"-T", "default", "-O", "^64bit,^huge_file"},
+	"raspbian-old": {"-T", "default", "-O", "^metadata_csum,^64bit"},
+	"armbian":      {"-T", "default", "-m", "2", "-O", "^orphan_file"},
+	"nocsum":       {"-T", "default", "-O", "^metadata_csum,^uninit_bg"},
+	"csum-seed":    {"-T", "default", "-O", "metadata_csum_seed"},
+	"1k":           {"-T", "small"},
+	"1k-256":       {"-b", "1024", "-I", "256", "-O", "^64bit"},
 }
 
 func TestCoreRead(t *testing.T) {

@@ -158,12 +158,18 @@ func (f *FS) initGroup(g uint32) error {
 	return nil
 }
 
+// zeroBlocks zeroes n blocks from start, skipping chunks that already read as zero so a
+// sparse image stays sparse.
 func (f *FS) zeroBlocks(start, n uint64) error {
 	buf := make([]byte, min(uint64(chunkSize), n*uint64(f.bs)))
 	for n > 0 {
 		k := min(n, uint64(len(buf))/uint64(f.bs))
-		if err := f.writeAt(buf[:k*uint64(f.bs)], int64(start)*f.bs); err != nil {
-			return err
+		chunk := buf[:k*uint64(f.bs)]
+		if err := f.readAt(chunk, int64(start)*f.bs); err != nil || !isZero(chunk) {
+			clear(chunk)
+			if err := f.writeAt(chunk, int64(start)*f.bs); err != nil {
+				return err
+			}
 		}
 		start += k
 		n -= k
