@@ -82,7 +82,8 @@ func Plan(in Input) (*plan.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &builder{in: in, node: node, p: &plan.Plan{}}
+	// A base that is itself an imgbake output must run first boot again.
+	b := &builder{in: in, node: node, p: &plan.Plan{Removes: []string{StampPath}}}
 	b.k3s()
 	if err := b.k3sConfig(); err != nil {
 		return nil, err

@@ -102,6 +102,9 @@ func render(t *testing.T, p *plan.Plan) string {
 			b.WriteString("\n")
 		}
 	}
+	for _, r := range p.Removes {
+		fmt.Fprintf(&b, "== remove %s\n", r)
+	}
 	for _, e := range p.Edits {
 		key := e.Part.String() + ":" + e.Path
 		in, ok := samples[key]
