@@ -58,3 +58,17 @@ func extents(checks []Check) []extent {
 	}
 	return out
 }
+
+// WriteSize returns the number of bytes Write writes for an image of size
+// bytes with the map m: the mapped ranges plus the small gaps it fills
+// between them; without a map the image size (0 when unknown, size < 0).
+func WriteSize(m *bmap.Map, size int64) int64 {
+	if m == nil {
+		return max(size, 0)
+	}
+	var n int64
+	for _, e := range extents(ChecksFromBmap(m)) {
+		n += e.end - e.off
+	}
+	return n
+}

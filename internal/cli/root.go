@@ -107,6 +107,8 @@ copying node-token.`,
 	root.AddCommand(a.initCommand(g))
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.completionCommand())
+	root.AddCommand(a.flashCommand(g))
+	root.AddCommand(a.verifyCommand(g))
 	return root
 }
 

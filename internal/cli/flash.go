@@ -1,0 +1,328 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/image/flash"
+	"github.com/imgbake/imgbake/internal/config"
+	"github.com/imgbake/imgbake/internal/progress"
+	"github.com/spf13/cobra"
+)
+
+type flashOptions struct {
+	list, yes, force, allowFile, noVerify, noBmap bool
+	bmapPath                                      string
+}
+
+func (a *App) flashCommand(g *globals) *cobra.Command {
+	o := &flashOptions{}
+	cmd := &cobra.Command{
+		Use:   "flash <node|image> <device|file>",
+		Short: "Write a node's image to an SD card or USB disk, then read it back to verify",
+		Long: `flash writes a baked image to a card: only the blocks the image's .bmap
+maps (the filesystems' allocated blocks and metadata), or the whole image
+when there is no .bmap. It decompresses .xz, .zst and .gz images on the fly,
+syncs, then reads back every written range and compares checksums.
+
+The first argument is a node name (its image is <output-dir>/<node>.img,
+.img.zst or .img.xz) or an image path. The second is a whole disk
+(/dev/sdX, /dev/mmcblkN; /dev/diskN on macOS) or, with --allow-file, a file.
+
+flash refuses the disk the system runs from, disks with a mounted partition
+(unmount them first), disks smaller than the image, and disks that are not
+removable unless --force. It asks before writing, naming the device's model
+and size, unless --yes.`,
+		Example: `  imgbake flash --list
+  imgbake flash k5 /dev/sdb
+  sudo imgbake flash out/k5.img.xz /dev/mmcblk0
+  imgbake flash --allow-file k5 /tmp/k5-copy.img`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.list {
+				if len(args) != 0 {
+					return usagef("--list takes no arguments")
+				}
+				return a.listDevices(cmd.Context())
+			}
+			if len(args) != 2 {
+				return usagef("expected a node or image and a device, got %d argument(s) (see imgbake flash --list)", len(args))
+			}
+			return a.runFlash(cmd.Context(), g, o, args[0], args[1])
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.list, "list", false, "list removable disks that could be targets")
+	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&o.force, "force", false, "allow a disk that is not removable")
+	f.BoolVar(&o.allowFile, "allow-file", false, "allow a regular file as the target (created if missing)")
+	f.BoolVar(&o.noVerify, "no-verify", false, "do not read the card back after writing")
+	f.BoolVar(&o.noBmap, "no-bmap", false, "write the whole image even when it has a .bmap")
+	f.StringVar(&o.bmapPath, "bmap", "", "block map to use (default: the image's .bmap)")
+	return cmd
+}
+
+func (a *App) listDevices(ctx context.Context) error {
+	devs, err := flash.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
+	n, hidden := 0, 0
+	for _, d := range devs {
+		if !d.Removable || d.System != "" {
+			hidden++
+			continue
+		}
+		if n == 0 {
+			fmt.Fprintln(tw, "DEVICE\tSIZE\tMODEL\tBUS\tNOTE")
+		}
+		n++
+		note := ""
+		switch {
+		case d.ReadOnly:
+			note = "read-only"
+		case len(d.Mounts) > 0:
+			note = "mounted on " + d.Mounts[0].Point
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, bmap.HumanSize(d.Size), d.Model, d.Bus, note)
+	}
+	tw.Flush()
+	if n == 0 {
+		fmt.Fprintln(a.Stdout, "No removable disks found: insert an SD card or a USB card reader.")
+	}
+	if hidden > 0 {
+		fmt.Fprintf(a.Stdout, "(%d internal or system disk(s) not shown; writing to a non-removable disk needs --force)\n", hidden)
+	}
+	return nil
+}
+
+// imageFiles are where a node's image and its side files are.
+type imageFiles struct {
+	image, bmap string
+}
+
+// resolveImage turns a node name or an image path into the image file and
+// its .bmap (empty when there is none).
+func (a *App) resolveImage(g *globals, arg string) (imageFiles, error) {
+	if strings.ContainsRune(arg, os.PathSeparator) || strings.Contains(arg, ".img") || fileExists(arg) {
+		if !fileExists(arg) {
+			return imageFiles{}, fmt.Errorf("image %s does not exist", arg)
+		}
+		return imageFiles{image: arg, bmap: flash.BmapPathFor(arg)}, nil
+	}
+	out := config.DefaultOutputDir
+	if fileExists(g.config) {
+		c, err := config.Load(g.config)
+		if err != nil {
+			return imageFiles{}, err
+		}
+		out = c.Path(c.OutputDir)
+	}
+	for _, ext := range []string{".img", ".img.zst", ".img.xz", ".img.gz"} {
+		p := filepath.Join(out, arg+ext)
+		if fileExists(p) {
+			return imageFiles{image: p, bmap: flash.BmapPathFor(p)}, nil
+		}
+	}
+	return imageFiles{}, fmt.Errorf("no image for node %s in %s/ (looked for %s.img, .img.zst, .img.xz): run `imgbake build %s` first, or give the image's path",
+		arg, out, arg, arg)
+}
+
+func loadBmap(path string) (*bmap.Map, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading block map: %w", err)
+	}
+	defer f.Close()
+	m, err := bmap.Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageArg, targetPath string) error {
+	files, err := a.resolveImage(g, imageArg)
+	if err != nil {
+		return err
+	}
+	if o.bmapPath != "" {
+		files.bmap = o.bmapPath
+	}
+	if o.noBmap {
+		files.bmap = ""
+	}
+	var m *bmap.Map
+	if files.bmap != "" {
+		if m, err = loadBmap(files.bmap); err != nil {
+			return err
+		}
+	}
+	src, err := flash.OpenSource(files.image)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	size := src.Size
+	if m != nil {
+		size = m.ImageSize
+	}
+
+	isFile, err := a.checkTarget(ctx, o, targetPath, files.image, size)
+	if err != nil {
+		return err
+	}
+	dst, err := flash.OpenTarget(targetPath, flash.TargetOptions{AllowFile: o.allowFile, MinSize: max(size, 0)})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	// From here on an interrupt stops the write cleanly (and says the card
+	// is incomplete) instead of killing the process mid-write.
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	total := flash.WriteSize(m, size)
+	what := bmap.HumanSize(total)
+	if m != nil {
+		what += " of a " + bmap.HumanSize(m.ImageSize) + " image, from " + filepath.Base(files.bmap)
+	} else {
+		what += " (whole image, no .bmap)"
+	}
+	fmt.Fprintf(a.Stderr, "Writing %s to %s: %s\n", filepath.Base(files.image), targetPath, what)
+	prog := newFlashProgress(a.Stderr, total, verifySize(m, total))
+	res, err := flash.Write(ctx, src, dst, flash.Options{
+		Map:      m,
+		NoVerify: o.noVerify,
+		Log:      a.logger(g),
+		Progress: prog.add,
+	})
+	prog.done()
+	if err != nil {
+		var mm *flash.MismatchError
+		if errors.As(err, &mm) {
+			return fmt.Errorf("verification failed: %w; the card may be faulty or fake: try again or use another card", err)
+		}
+		return err
+	}
+	rate := float64(res.Bytes) / res.WriteTime.Seconds() / 1e6
+	fmt.Fprintf(a.Stdout, "Wrote %s to %s in %.1fs (%.0f MB/s).\n", bmap.HumanSize(res.Bytes), targetPath, res.WriteTime.Seconds(), rate)
+	if res.Verified {
+		fmt.Fprintf(a.Stdout, "Verified: read back %d range(s) in %.1fs, all match.\n", len(res.Checks), res.VerifyTime.Seconds())
+	} else {
+		fmt.Fprintln(a.Stdout, "Not verified (--no-verify).")
+	}
+	if !isFile {
+		fmt.Fprintf(a.Stdout, "%s can be removed.\n", targetPath)
+	}
+	return nil
+}
+
+// checkTarget applies the safety rules to the target and asks for
+// confirmation. It reports whether the target is a file.
+func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image string, size int64) (bool, error) {
+	st, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if !o.allowFile {
+			return false, fmt.Errorf("%s does not exist: give a disk such as /dev/sdb (see imgbake flash --list), or pass --allow-file to create an image file", path)
+		}
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if st.Mode().IsRegular() {
+		if !o.allowFile {
+			return false, fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into it", path)
+		}
+		return true, nil
+	}
+	d, err := flash.LookupDevice(ctx, path)
+	if err != nil {
+		return false, err
+	}
+	if err := flash.CheckDevice(d, size, flash.CheckOptions{Force: o.force}); err != nil {
+		return false, err
+	}
+	if o.yes {
+		return false, nil
+	}
+	fmt.Fprintf(a.Stderr, "About to write %s to %s.\nEVERYTHING on %s will be lost. Type yes to continue: ", filepath.Base(image), d, d.Path)
+	line, err := bufio.NewReader(a.Stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		return false, err
+	}
+	if ans := strings.ToLower(strings.TrimSpace(line)); ans != "yes" && ans != "y" {
+		fmt.Fprintln(a.Stderr)
+		return false, fmt.Errorf("not confirmed, nothing written (pass --yes to skip the question)")
+	}
+	return false, nil
+}
+
+func verifySize(m *bmap.Map, written int64) int64 {
+	if m == nil {
+		return written
+	}
+	return m.MappedBytes()
+}
+
+// flashProgress shows a progress bar per phase on a terminal and a plain
+// line at each quarter otherwise.
+type flashProgress struct {
+	w         io.Writer
+	plain     bool
+	bars      map[string]*progress.Bar
+	totals    map[string]int64
+	doneBytes map[string]int64
+	phase     string
+	printed   int // quarters printed in this phase
+}
+
+func newFlashProgress(w io.Writer, write, verify int64) *flashProgress {
+	return &flashProgress{
+		w:         w,
+		plain:     !progress.IsTerminal(w),
+		bars:      map[string]*progress.Bar{"write": progress.New(w, "writing", write), "verify": progress.New(w, "verifying", verify)},
+		totals:    map[string]int64{"write": write, "verify": verify},
+		doneBytes: map[string]int64{},
+	}
+}
+
+// add is called by flash.Write from one goroutine at a time (writing,
+// then verifying).
+func (p *flashProgress) add(phase string, n int64) {
+	if phase != p.phase {
+		if p.phase != "" {
+			p.bars[p.phase].Done()
+		}
+		p.phase, p.printed = phase, 0
+	}
+	p.bars[phase].Add(n)
+	p.doneBytes[phase] += n
+	total := p.totals[phase]
+	if !p.plain || total <= 0 {
+		return
+	}
+	for q := p.printed + 1; q <= 4 && p.doneBytes[phase]*4 >= total*int64(q); q++ {
+		fmt.Fprintf(p.w, "%s: %d%% (%s of %s)\n", map[string]string{"write": "writing", "verify": "verifying"}[phase],
+			q*25, bmap.HumanSize(p.doneBytes[phase]), bmap.HumanSize(total))
+		p.printed = q
+	}
+}
+
+func (p *flashProgress) done() {
+	for _, b := range p.bars {
+		b.Done()
+	}
+}

@@ -1,0 +1,203 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imgbake/imgbake/image/bmap"
+)
+
+// runWith executes the CLI in-process with stdin.
+func runWith(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	app := &App{Stdin: strings.NewReader(stdin), Stdout: &o, Stderr: &e}
+	code = app.Execute(context.Background(), args)
+	return code, o.String(), e.String()
+}
+
+// flashImage writes out/<node>.img (24 MiB, random data in a few ranges)
+// and its .bmap under dir, and returns the image path and the map.
+func flashImage(t *testing.T, dir, node string) (string, *bmap.Map) {
+	t.Helper()
+	out := filepath.Join(dir, "out")
+	os.MkdirAll(out, 0o755)
+	size := int64(24 << 20)
+	img := make([]byte, size)
+	data := []bmap.ByteRange{{Offset: 0, Length: 512}, {Offset: 1 << 20, Length: 3 << 20}, {Offset: 9 << 20, Length: 4096 * 5}, {Offset: size - 8192, Length: 8192}}
+	for _, r := range data {
+		rand.Read(img[r.Offset:r.End()])
+	}
+	path := filepath.Join(out, node+".img")
+	if err := os.WriteFile(path, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m, err := bmap.FromRanges(bytes.NewReader(img), size, 0, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	m.WriteTo(&buf)
+	if err := os.WriteFile(path+".bmap", buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, m
+}
+
+// randomFile writes size random bytes to a new file.
+func randomFile(t *testing.T, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mappedEqual(t *testing.T, image, target string, m *bmap.Map) bool {
+	t.Helper()
+	a, _ := os.ReadFile(image)
+	b, _ := os.ReadFile(target)
+	for _, r := range m.ByteRanges() {
+		if int64(len(b)) < r.End() || !bytes.Equal(a[r.Offset:r.End()], b[r.Offset:r.End()]) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestFlashAndVerifyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "imgbake.yaml")
+	if code, _, e := runWith(t, "", "init", "--config", cfg); code != 0 {
+		t.Fatalf("init: %s", e)
+	}
+	image, m := flashImage(t, dir, "k5")
+	target := filepath.Join(dir, "card.img")
+	randomFile(t, target, 32<<20)
+
+	code, _, errOut := runWith(t, "", "flash", "--config", cfg, "k5", target)
+	if code != 1 || !strings.Contains(errOut, "--allow-file") {
+		t.Errorf("flash to a regular file without --allow-file: exit %d, %q; want 1 and a hint", code, errOut)
+	}
+	code, out, errOut := runWith(t, "", "flash", "--config", cfg, "--allow-file", "k5", target)
+	if code != 0 {
+		t.Fatalf("flash: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(out, "Verified") || !strings.Contains(errOut, "from k5.img.bmap") {
+		t.Errorf("flash output: %q / %q", out, errOut)
+	}
+	if !mappedEqual(t, image, target, m) {
+		t.Fatal("target's mapped ranges differ from the image")
+	}
+	code, out, errOut = runWith(t, "", "verify", "--config", cfg, "k5", target)
+	if code != 0 || !strings.Contains(out, "OK") {
+		t.Errorf("verify: exit %d %q %q", code, out, errOut)
+	}
+
+	// Flip one byte inside a mapped range: verify names its offset.
+	flip := int64(9<<20 + 4096*2 + 17)
+	f, _ := os.OpenFile(target, os.O_RDWR, 0)
+	b := []byte{0}
+	f.ReadAt(b, flip)
+	f.WriteAt([]byte{b[0] ^ 1}, flip)
+	f.Close()
+	code, _, errOut = runWith(t, "", "verify", "--config", cfg, "k5", target)
+	if code != 1 || !strings.Contains(errOut, "byte offset 9445393 (0x902011)") {
+		t.Errorf("verify of a card with a flipped byte at %d: exit %d, %q", flip, code, errOut)
+	}
+
+	// A missing node tells how to make its image.
+	code, _, errOut = runWith(t, "", "flash", "--config", cfg, "--allow-file", "k9", target)
+	if code != 1 || !strings.Contains(errOut, "imgbake build k9") {
+		t.Errorf("flash of a node without image: exit %d, %q", code, errOut)
+	}
+	code, _, _ = runWith(t, "", "flash", "k5")
+	if code != 2 {
+		t.Errorf("flash with one argument: exit %d, want 2", code)
+	}
+}
+
+func TestFlashCompressedByPath(t *testing.T) {
+	if _, err := exec.LookPath("zstd"); err != nil {
+		t.Skip("zstd not installed (apt-get install zstd)")
+	}
+	dir := t.TempDir()
+	image, m := flashImage(t, dir, "k6")
+	if out, err := exec.Command("zstd", "-q", "--rm", image).CombinedOutput(); err != nil {
+		t.Fatalf("zstd: %v %s", err, out)
+	}
+	target := filepath.Join(dir, "new-card.img")
+	code, _, errOut := runWith(t, "", "flash", "--allow-file", image+".zst", target)
+	if code != 0 {
+		t.Fatalf("flash .zst: exit %d %s", code, errOut)
+	}
+	exec.Command("zstd", "-q", "-d", image+".zst").Run()
+	if !mappedEqual(t, image, target, m) {
+		t.Error("target's mapped ranges differ from the image")
+	}
+}
+
+// TestFlashDevice flashes to a loop device (root only): refused as not
+// removable without --force, refused without confirmation, then written.
+func TestFlashDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	dir := t.TempDir()
+	image, m := flashImage(t, dir, "k7")
+	backing := filepath.Join(dir, "backing")
+	randomFile(t, backing, 32<<20)
+	before, _ := os.ReadFile(backing)
+	out, err := exec.Command("losetup", "-f", "--show", backing).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+
+	code, _, errOut := runWith(t, "", "flash", "--yes", image, loop)
+	if code != 1 || !strings.Contains(errOut, "not a removable disk") || !strings.Contains(errOut, "--force") {
+		t.Errorf("non-removable loop device without --force: exit %d %q", code, errOut)
+	}
+	code, _, errOut = runWith(t, "no\n", "flash", "--force", image, loop)
+	if code != 1 || !strings.Contains(errOut, "not confirmed") || !strings.Contains(errOut, loop+" (") {
+		t.Errorf("answer no: exit %d %q", code, errOut)
+	}
+	if now, _ := os.ReadFile(backing); !bytes.Equal(now, before) {
+		t.Fatal("the device was written without confirmation")
+	}
+	code, stdout, errOut := runWith(t, "yes\n", "flash", "--force", image, loop)
+	if code != 0 || !strings.Contains(stdout, "can be removed") {
+		t.Fatalf("flash to %s: exit %d %q %q", loop, code, stdout, errOut)
+	}
+	if !mappedEqual(t, image, loop, m) {
+		t.Error("device's mapped ranges differ from the image")
+	}
+	if code, stdout, errOut = runWith(t, "", "verify", image, loop); code != 0 {
+		t.Errorf("verify %s: exit %d %q %q", loop, code, stdout, errOut)
+	}
+}
+
+func TestFlashList(t *testing.T) {
+	code, out, errOut := runWith(t, "", "flash", "--list")
+	if code != 0 {
+		t.Fatalf("flash --list: exit %d %s", code, errOut)
+	}
+	if !strings.Contains(out, "DEVICE") && !strings.Contains(out, "No removable disks") {
+		t.Errorf("flash --list output: %q", out)
+	}
+	if code, _, _ := runWith(t, "", "flash", "--list", "k5"); code != 2 {
+		t.Errorf("flash --list with an argument: exit %d, want 2", code)
+	}
+}
