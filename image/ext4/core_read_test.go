@@ -14,6 +14,8 @@ var coreKinds = map[string][]string{
 	"armbian":      {"-T", "default", "-m", "2", "-O", "^orphan_file"},
 	"nocsum":       {"-T", "default", "-O", "^metadata_csum,^uninit_bg"},
 	"csum-seed":    {"-T", "default", "-O", "metadata_csum_seed"},
+	"tea":          {"-T", "default", "--hash=tea"},
+	"legacy":       {"-T", "default", "--hash=legacy"},
 	"1k":           {"-T", "small"},
 	"1k-256":       {"-b", "1024", "-I", "256", "-O", "^64bit"},
 }

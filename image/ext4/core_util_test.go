@@ -56,12 +56,32 @@ func coreMkfs(t testing.TB, sizeMB int, bigDir int, opts ...string) string {
 	root := filepath.Join(dir, "root")
 	coreTree(t, root, bigDir)
 	img := filepath.Join(dir, "fs.img")
-	args := append([]string{"-q", "-F", "-E", "hash_seed=01234567-89ab-cdef-0123-456789abcdef", "-U", "11111111-2222-3333-4444-555555555555"}, opts...)
+	ext := "hash_seed=01234567-89ab-cdef-0123-456789abcdef"
+	var rest []string
+	hashAlg := ""
+	for i := 0; i < len(opts); i++ {
+		if h, ok := strings.CutPrefix(opts[i], "--hash="); ok {
+			hashAlg = h
+			continue
+		}
+		if opts[i] == "-E" && i+1 < len(opts) {
+			ext += "," + opts[i+1]
+			i++
+			continue
+		}
+		rest = append(rest, opts[i])
+	}
+	args := append([]string{"-q", "-F", "-E", ext, "-U", "11111111-2222-3333-4444-555555555555"}, rest...)
 	args = append(args, "-d", root, img, fmt.Sprintf("%dM", sizeMB))
 	cmd := exec.Command("mkfs.ext4", args...)
 	cmd.Env = append(os.Environ(), "E2FSPROGS_FAKE_TIME=1700000000")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.ext4 %v: %v\n%s", args, err, out)
+	}
+	if hashAlg != "" {
+		if out, err := exec.Command("tune2fs", "-E", "hash_alg="+hashAlg, img).CombinedOutput(); err != nil {
+			t.Fatalf("tune2fs: %v\n%s", err, out)
+		}
 	}
 	// mkfs -d writes linear directories; -D builds htree indexes like a used root fs has
 	if out, err := exec.Command("e2fsck", "-fyD", img).CombinedOutput(); err != nil {

@@ -122,6 +122,8 @@ func (f *FS) addEntry(dir *inode, name string, ino uint32, ft uint8) error {
 	if dir.flags()&flIndex != 0 && f.hasCompat(compatDirIndex) {
 		err = f.dxInsert(dir, name, ino, ft)
 	} else {
+		// without dir_index the kernel drops a stale index flag the same way
+		put32(dir.b, iFlags, dir.flags()&^flIndex)
 		err = f.linearInsert(dir, name, ino, ft)
 	}
 	if err != nil {

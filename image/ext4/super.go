@@ -171,6 +171,9 @@ func (f *FS) parseSuper() error {
 			return fmt.Errorf("opening ext4 for writing: read-only-compatible features %#x (e.g. quota, bigalloc, project) are not supported: %w", u, ErrUnsupported)
 		}
 	}
+	if f.w == nil && incompat&incompatRecover != 0 {
+		f.log.Warn("ext4 journal needs recovery; reading possibly stale metadata")
+	}
 	if f.w != nil {
 		if incompat&incompatRecover != 0 {
 			return fmt.Errorf("opening ext4 for writing: journal needs recovery: %w", ErrNeedsRecovery)

@@ -1,0 +1,76 @@
+package ext4
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestCoreFragmentedAndLarge fills a filesystem with small files, frees every other one, and
+// writes files that must become many extents (an extent tree of depth >= 1), plus a file
+// larger than one maximal extent.
+func TestCoreFragmentedAndLarge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	for _, kind := range []string{"pigen", "1k"} {
+		t.Run(kind, func(t *testing.T) {
+			img := coreMkfs(t, 400, 10, coreKinds[kind]...)
+			f, fh := coreOpen(t, img)
+			defer fh.Close()
+			bs := f.BlockSize()
+			if err := f.MkdirAll("/frag", Attr{Mode: 0755}); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3000; i++ {
+				if err := f.WriteFile(fmt.Sprintf("/frag/%d", i), bytes.Repeat([]byte{1}, bs), Attr{Mode: 0644}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := 0; i < 3000; i += 2 {
+				if err := f.Remove(fmt.Sprintf("/frag/%d", i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			frag := bytes.Repeat([]byte("fragmented!"), 1400*bs/11)
+			if err := f.WriteFile("/fragmented", frag, Attr{Mode: 0644}); err != nil {
+				t.Fatal(err)
+			}
+			const bigN = 300 << 20
+			if err := f.CreateFile("/large", &patReader{n: bigN}, bigN, Attr{Mode: 0600}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := f.ReadFile("/fragmented")
+			if err != nil || !bytes.Equal(got, frag) {
+				t.Fatalf("reading back fragmented file: %v", err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			coreFsck(t, img)
+			if st := coreDebugfs(t, img, "stat /fragmented"); !strings.Contains(st, "(1):") && !strings.Contains(st, "ETB") {
+				t.Errorf("expected an extent tree of depth >= 1:\n%.600s", st)
+			}
+			if got := coreDebugfs(t, img, "cat /fragmented"); got != string(frag) {
+				t.Error("debugfs cat /fragmented differs")
+			}
+			h := sha256.New()
+			io.Copy(h, &patReader{n: bigN})
+			cmd := exec.Command("debugfs", "-R", "cat /large", img)
+			out, _ := cmd.StdoutPipe()
+			cmd.Start()
+			h2 := sha256.New()
+			n, _ := io.Copy(h2, out)
+			cmd.Wait()
+			if n != bigN || !bytes.Equal(h.Sum(nil), h2.Sum(nil)) {
+				t.Errorf("/large differs (%d bytes read)", n)
+			}
+			os.Remove(img)
+		})
+	}
+}
