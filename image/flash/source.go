@@ -37,15 +37,6 @@ type Source struct {
 	file *os.File
 }
 
-var magics = []struct {
-	name  string
-	magic []byte
-}{
-	{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0}},
-	{"zst", []byte{0x28, 0xb5, 0x2f, 0xfd}},
-	{"gz", []byte{0x1f, 0x8b}},
-}
-
 // OpenSource opens the image at path for reading.
 func OpenSource(path string) (*Source, error) {
 	f, err := os.Open(path)
@@ -68,6 +59,14 @@ func OpenSource(path string) (*Source, error) {
 		return nil, fmt.Errorf("reading image: %w", err)
 	}
 	s := &Source{Path: path, Size: st.Size(), file: f}
+	magics := []struct {
+		name  string
+		magic []byte
+	}{
+		{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0}},
+		{"zst", []byte{0x28, 0xb5, 0x2f, 0xfd}},
+		{"gz", []byte{0x1f, 0x8b}},
+	}
 	for _, m := range magics {
 		if bytes.HasPrefix(head[:n], m.magic) {
 			s.Compression = m.name
@@ -186,15 +185,16 @@ func (p *programReader) Close() error {
 	return nil
 }
 
-// compressedSuffixes are the file name endings of compressed images; the
-// image's .bmap and manifest are named after the uncompressed image.
-var compressedSuffixes = []string{".xz", ".zst", ".gz"}
-
 // BmapPathFor returns the .bmap file that belongs to the image at path
 // (out/k5.img.bmap for out/k5.img, out/k5.img.xz and out/k5.img.zst), or ""
 // when there is none.
-func BmapPathFor(path string) string {
-	for _, c := range sidecars(path, ".bmap") {
+func BmapPathFor(path string) string { return SidecarFor(path, ".bmap") }
+
+// SidecarFor returns the existing file named after the image at path with
+// ext appended (".bmap", ".manifest.json"), trying the uncompressed image's
+// name for a compressed image, or "" when there is none.
+func SidecarFor(path, ext string) string {
+	for _, c := range sidecars(path, ext) {
 		if _, err := os.Stat(c); err == nil {
 			return c
 		}
@@ -202,9 +202,11 @@ func BmapPathFor(path string) string {
 	return ""
 }
 
+// sidecars lists the candidate names: a compressed image's .bmap and
+// manifest are named after the uncompressed image.
 func sidecars(path, ext string) []string {
 	out := []string{path + ext}
-	for _, suf := range compressedSuffixes {
+	for _, suf := range []string{".xz", ".zst", ".gz"} {
 		if base, ok := strings.CutSuffix(path, suf); ok {
 			out = append(out, base+ext)
 		}

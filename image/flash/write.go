@@ -150,6 +150,9 @@ func Write(ctx context.Context, src *Source, dst *Target, o Options) (*Result, e
 		vo.Progress = func(n int64) { o.Progress("verify", n) }
 	}
 	if err := Verify(ctx, dst, res.Checks, vo); err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("reading %s back was interrupted: the image was written and synced but not checked; check it with imgbake verify: %w", dst.Path, err)
+		}
 		return nil, err
 	}
 	res.VerifyTime, res.Verified = time.Since(start), true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -199,5 +200,36 @@ func TestFlashList(t *testing.T) {
 	}
 	if code, _, _ := runWith(t, "", "flash", "--list", "k5"); code != 2 {
 		t.Errorf("flash --list with an argument: exit %d, want 2", code)
+	}
+}
+
+// TestVerifyManifest: verify prefers the image's manifest (the JSON of
+// image/manifest) over the .bmap.
+func TestVerifyManifest(t *testing.T) {
+	dir := t.TempDir()
+	image, m := flashImage(t, dir, "k8")
+	target := filepath.Join(dir, "copy.img")
+	data, _ := os.ReadFile(image)
+	os.WriteFile(target, data, 0o644)
+	writeManifest := func(ranges string) {
+		js := `{"format_version": 1, "image": {"name": "k8.img", "size": ` + fmt.Sprint(m.ImageSize) +
+			`, "sha256": "", "bmap": "k8.img.bmap"}, "ranges": [` + ranges + `]}`
+		if err := os.WriteFile(image+".manifest.json", []byte(js), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := m.ByteRange(m.Ranges[1])
+	writeManifest(fmt.Sprintf(`{"offset": %d, "length": %d, "sha256": %q}`, r.Offset, r.Length, m.Ranges[1].SHA256))
+	code, out, errOut := runWith(t, "", "verify", image, target)
+	if code != 0 || !strings.Contains(out, "1 range(s)") || !strings.Contains(out, "k8.img.manifest.json") {
+		t.Errorf("verify with manifest: exit %d %q %q", code, out, errOut)
+	}
+	writeManifest(fmt.Sprintf(`{"offset": %d, "length": %d, "sha256": %q}`, r.Offset, r.Length, strings.Repeat("ab", 32)))
+	code, _, errOut = runWith(t, "", "verify", image, target)
+	if code != 1 || !strings.Contains(errOut, fmt.Sprintf("range starting at byte offset %d", r.Offset)) {
+		t.Errorf("verify against a manifest with a wrong checksum: exit %d %q", code, errOut)
+	}
+	if code, _, errOut = runWith(t, "", "verify", "--bmap", image+".bmap", image, target); code != 0 {
+		t.Errorf("verify --bmap: exit %d %q", code, errOut)
 	}
 }

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/imgbake/imgbake/image/bmap"
@@ -17,10 +19,11 @@ func (a *App) verifyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify <node|image> <device|file>",
 		Short: "Check that a card (or an image file) holds a node's image",
-		Long: `verify reads the ranges of a node's image that hold data (from the image's
-.bmap) back from a card, a disk or an image file and compares their sha256
-checksums. It only reads. On a mismatch it exits non-zero and reports the
-first bad byte offset (exact when the image file is at hand).`,
+		Long: `verify reads the ranges of a node's image that hold data back from a card,
+a disk or an image file and compares their sha256 checksums with those in
+the image's manifest (k5.img.manifest.json, written by imgbake build) or,
+without one, its .bmap. It only reads. On a mismatch it exits non-zero and
+reports the first bad byte offset (exact when the image file is at hand).`,
 		Example: `  imgbake verify k5 /dev/sdb
   imgbake verify out/k5.img.xz /dev/mmcblk0
   imgbake verify k5 backup/k5-copy.img`,
@@ -41,18 +44,9 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 	if bmapPath != "" {
 		files.bmap = bmapPath
 	}
-	if files.bmap == "" {
-		return fmt.Errorf("no .bmap next to %s: verify needs the block map imgbake build writes (or pass --bmap)", files.image)
-	}
-	m, err := loadBmap(files.bmap)
+	ref, err := loadChecks(files, bmapPath != "")
 	if err != nil {
 		return err
-	}
-	checks := flash.ChecksFromBmap(m)
-	for _, c := range checks {
-		if c.SHA256 == "" {
-			return fmt.Errorf("%s has ranges without sha256 checksums: re-create it with imgbake build or bmaptool create", files.bmap)
-		}
 	}
 	src, err := flash.OpenSource(files.image)
 	if err != nil {
@@ -64,12 +58,16 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 		return err
 	}
 	defer tgt.Close()
-	if tgt.Size < m.ImageSize {
+	if tgt.Size < ref.imageSize {
 		return fmt.Errorf("%s (%s) is smaller than the image (%s): it cannot hold it", targetPath,
-			bmap.HumanSize(tgt.Size), bmap.HumanSize(m.ImageSize))
+			bmap.HumanSize(tgt.Size), bmap.HumanSize(ref.imageSize))
 	}
-	bar := progress.New(a.Stderr, "verifying", m.MappedBytes())
-	err = flash.Verify(ctx, tgt, checks, flash.VerifyOptions{Source: src, Name: targetPath, Progress: bar.Add})
+	var total int64
+	for _, c := range ref.checks {
+		total += c.Length
+	}
+	bar := progress.New(a.Stderr, "verifying", total)
+	err = flash.Verify(ctx, tgt, ref.checks, flash.VerifyOptions{Source: src, Name: targetPath, Progress: bar.Add})
 	bar.Done()
 	var mm *flash.MismatchError
 	if errors.As(err, &mm) {
@@ -79,6 +77,59 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "OK: %s matches %s (%d range(s), %s checked against %s).\n", targetPath,
-		filepath.Base(files.image), len(checks), bmap.HumanSize(m.MappedBytes()), filepath.Base(files.bmap))
+		filepath.Base(files.image), len(ref.checks), bmap.HumanSize(total), filepath.Base(ref.from))
 	return nil
+}
+
+// reference is what a target is verified against.
+type reference struct {
+	checks    []flash.Check
+	imageSize int64
+	from      string // the manifest or .bmap file
+}
+
+// manifestJSON is the part of image/manifest's JSON (k5.img.manifest.json)
+// that verify reads: the raw image's size and its data ranges' checksums.
+type manifestJSON struct {
+	FormatVersion int `json:"format_version"`
+	Image         struct {
+		Size int64 `json:"size"`
+	} `json:"image"`
+	Ranges []flash.Check `json:"ranges"`
+}
+
+// loadChecks reads the image's manifest, or its .bmap when there is no
+// manifest or bmapFirst is set.
+func loadChecks(files imageFiles, bmapFirst bool) (*reference, error) {
+	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" && !bmapFirst {
+		data, err := os.ReadFile(mf)
+		if err != nil {
+			return nil, fmt.Errorf("reading manifest: %w", err)
+		}
+		var m manifestJSON
+		if err := json.Unmarshal(data, &m); err != nil {
+			return nil, fmt.Errorf("reading manifest %s: %w", mf, err)
+		}
+		if m.FormatVersion != 1 {
+			return nil, fmt.Errorf("manifest %s has format version %d, this imgbake reads 1: use the imgbake that built the image, or --bmap", mf, m.FormatVersion)
+		}
+		if len(m.Ranges) == 0 || m.Image.Size <= 0 {
+			return nil, fmt.Errorf("manifest %s lists no data ranges: rebuild the image, or pass --bmap", mf)
+		}
+		return &reference{checks: m.Ranges, imageSize: m.Image.Size, from: mf}, nil
+	}
+	if files.bmap == "" {
+		return nil, fmt.Errorf("no manifest or .bmap next to %s: verify needs the files imgbake build writes (or pass --bmap)", files.image)
+	}
+	m, err := loadBmap(files.bmap)
+	if err != nil {
+		return nil, err
+	}
+	checks := flash.ChecksFromBmap(m)
+	for _, c := range checks {
+		if c.SHA256 == "" {
+			return nil, fmt.Errorf("%s has ranges without sha256 checksums: re-create it with imgbake build or bmaptool create", files.bmap)
+		}
+	}
+	return &reference{checks: checks, imageSize: m.ImageSize, from: files.bmap}, nil
 }
