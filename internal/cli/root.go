@@ -105,6 +105,7 @@ copying node-token.`,
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what imgbake does")
 
 	root.AddCommand(a.initCommand(g))
+	root.AddCommand(a.inspectCommand(g))
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.completionCommand())
 	root.AddCommand(a.flashCommand(g))
@@ -158,4 +159,19 @@ func exactArgs(n int, what string) cobra.PositionalArgs {
 func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
+}
+
+// defaultCacheDir returns dir, or $XDG_CACHE_HOME/imgbake, or
+// ~/.cache/imgbake.
+func (a *App) defaultCacheDir(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	if x := a.getenv("XDG_CACHE_HOME"); x != "" {
+		return filepath.Join(x, "imgbake"), nil
+	}
+	if h := a.getenv("HOME"); h != "" {
+		return filepath.Join(h, ".cache", "imgbake"), nil
+	}
+	return "", usagef("no cache directory: set HOME, cache-dir: in the cluster file, or pass --cache-dir")
 }
