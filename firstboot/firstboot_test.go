@@ -62,7 +62,8 @@ func cases(t *testing.T) map[string]Input {
 
 	armhf := plan.OS{Family: "raspios", Release: "bullseye", Version: "11", Arch: "armhf", BootMount: "/boot", CmdlinePart: plan.Boot, CmdlinePath: "/cmdline.txt", FirstBoot: "raspi-config", Network: "dhcpcd"}
 	trixie := plan.OS{Family: "raspios", Release: "trixie", Version: "13", Arch: "arm64", BootMount: "/boot/firmware", CmdlinePart: plan.Boot, CmdlinePath: "/cmdline.txt", FirstBoot: "cloud-init", CloudInit: true, Network: "netplan"}
-	armbian := plan.OS{Family: "armbian", Release: "bookworm", Version: "24.11.1", Arch: "arm64", CmdlinePart: plan.Root, CmdlinePath: "/boot/armbianEnv.txt", FirstBoot: "armbian-firstrun", Network: "systemd-networkd"}
+	armbian := plan.OS{Family: "armbian", Release: "bookworm", Version: "24.11.1", Arch: "arm64", CmdlinePart: plan.Root, CmdlinePath: "/boot/armbianEnv.txt", FirstBoot: "armbian-firstrun", Network: "netplan"}
+	buster := plan.OS{Family: "raspios", Release: "buster", Version: "10", Arch: "armhf", BootMount: "/boot", CmdlinePart: plan.Boot, CmdlinePath: "/cmdline.txt", FirstBoot: "raspi-config", Network: "systemd-networkd"}
 	hypriot := plan.OS{Family: "hypriotos", Release: "buster", Version: "1.12.3", Arch: "armhf", BootMount: "/boot", CmdlinePart: plan.Boot, CmdlinePath: "/cmdline.txt", FirstBoot: "cloud-init", CloudInit: true, Network: "dhcpcd"}
 
 	return map[string]Input{
@@ -76,6 +77,8 @@ func cases(t *testing.T) map[string]Input {
 				SSH: config.SSH{User: "pi", AuthorizedKeys: []string{"ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQtest pi@desk"}}}},
 		"armbian-server": {OS: armbian, Cluster: &config.Cluster{Server: "https://k1.lan:6443"}, Profile: mustProfile(t, "server"), Token: testToken, K3sBinary: "/cache/k3s-arm64",
 			Node: config.Node{Name: "k1", Address: "10.0.0.2/24", Gateway: "10.0.0.1", DNS: []string{"10.0.0.1"}}},
+		"networkd-worker": {OS: buster, Cluster: cluster(), Profile: mustProfile(t, "worker"), Token: testToken, K3sBinary: "/cache/k3s-armhf",
+			Node: config.Node{Name: "k7", Model: "pi3", Address: "10.1.0.7/16", Gateway: "10.1.0.1", DNS: []string{"10.1.0.1"}}},
 		"hypriot-worker-dhcp": {OS: hypriot, Cluster: &config.Cluster{Server: "k1"}, Profile: mustProfile(t, "worker"), Token: testToken, K3sBinary: "/cache/k3s-armhf",
 			Node: config.Node{Name: "k9"}},
 	}

@@ -116,11 +116,15 @@ func (s *static) ethernet() map[string]any {
 }
 
 func (s *static) netplan() string {
+	// Armbian's 10-dhcp-all-interfaces.yaml defines "all-eth-interfaces"
+	// (match e*, DHCP). netplan merges definitions with the same id and
+	// later files win, so this file overrides it instead of competing with
+	// it for the same interface.
 	out, _ := marshal(map[string]any{"network": map[string]any{
 		"version":   2,
-		"ethernets": map[string]any{"imgbake-wired": s.ethernet()},
+		"ethernets": map[string]any{"all-eth-interfaces": s.ethernet()},
 	}})
-	return "# Written by imgbake: static address.\n" + string(out)
+	return "# Written by imgbake: static address (overrides the DHCP default of\n# 10-dhcp-all-interfaces.yaml, which uses the same id).\n" + string(out)
 }
 
 func (s *static) networkd() string {
