@@ -1,0 +1,357 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/image/ext4"
+	"github.com/imgbake/imgbake/image/fat"
+	"github.com/imgbake/imgbake/image/manifest"
+	"github.com/imgbake/imgbake/image/plan"
+	"github.com/imgbake/imgbake/internal/progress"
+)
+
+// growMargin is the free space left on the root filesystem beyond what the
+// plan needs before Build grows the image.
+const growMargin = 64 << 20
+
+// BuildOptions say what Build makes.
+type BuildOptions struct {
+	// Base is the prepared base image; it is opened read-only.
+	Base *Base
+	// Info is Inspect's result for Base; nil = Build inspects.
+	Info *Info
+	// Output is the raw image to write (out/k5.img). Next to it Build writes
+	// Output+".bmap" and Output+".manifest.json".
+	Output string
+	// Plan is what goes into the image.
+	Plan *plan.Plan
+	// Size grows the image to at least this many bytes; 0 = only as far as
+	// the plan needs.
+	Size int64
+	// Compress is "", "xz" or "zst": the image is then written as
+	// Output+".xz" or Output+".zst" instead of Output.
+	Compress string
+	// Epoch (SOURCE_DATE_EPOCH) stamps every file written; with the same
+	// inputs and Epoch, Build writes byte-identical files. Zero = now.
+	Epoch time.Time
+	// Meta goes into the manifest (k3s version and sha256, node, profile).
+	// Never secrets.
+	Meta map[string]string
+	// Progress receives progress bars when it is a terminal; nil = none.
+	Progress io.Writer
+	// Log receives what Build does; nil = silent.
+	Log *slog.Logger
+}
+
+// Result names the files Build wrote.
+type Result struct {
+	// Image is the image file written (raw, or compressed with Compress).
+	Image    string `json:"image"`
+	Bmap     string `json:"bmap"`
+	Manifest string `json:"manifest"`
+	// SHA256 and Size are those of the raw image.
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+	// Grown is true when Build enlarged the image and its root filesystem.
+	Grown bool `json:"grown"`
+}
+
+// Build copies the base image, applies the plan to its filesystems (growing
+// the root partition when it lacks room or o.Size asks), and writes the
+// image, its block map and its manifest. Every file is written under a
+// temporary name and renamed at the end: on error nothing is left behind.
+func Build(ctx context.Context, o BuildOptions) (*Result, error) {
+	if o.Base == nil || o.Plan == nil || o.Output == "" {
+		return nil, errors.New("building image: Base, Plan and Output are required")
+	}
+	if o.Compress != "" && o.Compress != "xz" && o.Compress != "zst" {
+		return nil, fmt.Errorf("building image: unknown compression %q (use xz or zst)", o.Compress)
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Epoch.IsZero() {
+		o.Epoch = time.Now()
+	}
+	o.Epoch = o.Epoch.UTC().Truncate(time.Second)
+	if o.Info == nil {
+		info, err := Inspect(o.Base.Path)
+		if err != nil {
+			return nil, err
+		}
+		o.Info = info
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Output), 0o755); err != nil {
+		return nil, fmt.Errorf("creating output directory: %w", err)
+	}
+	b := &builder{o: &o}
+	defer b.cleanup()
+	res, err := b.run(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("building %s: %w", o.Output, err)
+	}
+	return res, nil
+}
+
+// builder holds one Build's temporary files.
+type builder struct {
+	o     *BuildOptions
+	temps []string // removed by cleanup unless renamed
+	done  []string // renamed into place; removed if a later rename fails
+	ok    bool
+}
+
+func (b *builder) temp(suffix string) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(b.o.Output), "."+filepath.Base(b.o.Output)+".*"+suffix+".tmp")
+	if err != nil {
+		return nil, fmt.Errorf("creating temporary file: %w", err)
+	}
+	b.temps = append(b.temps, f.Name())
+	return f, nil
+}
+
+func (b *builder) cleanup() {
+	for _, p := range b.temps {
+		os.Remove(p)
+	}
+	if !b.ok {
+		for _, p := range b.done {
+			os.Remove(p)
+		}
+	}
+}
+
+func (b *builder) run(ctx context.Context) (*Result, error) {
+	o := b.o
+	img, size, grown, err := b.makeImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	files, edits, err := b.applyPlan(img)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	ranges, err := AllocatedRanges(img, size)
+	if err != nil {
+		return nil, fmt.Errorf("listing allocated ranges: %w", err)
+	}
+	bm, err := bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
+	if err != nil {
+		return nil, err
+	}
+	bmf, err := b.temp(".bmap")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := bm.WriteTo(bmf); err != nil {
+		bmf.Close()
+		return nil, fmt.Errorf("writing bmap: %w", err)
+	}
+	if err := bmf.Close(); err != nil {
+		return nil, fmt.Errorf("writing bmap: %w", err)
+	}
+	imgSum, err := hashFile(img, size, progress.New(o.Progress, "checksumming", size))
+	if err != nil {
+		return nil, err
+	}
+	m := &manifest.Manifest{
+		FormatVersion: manifest.FormatVersion, Epoch: o.Epoch, Meta: o.Meta, Files: files, Edits: edits,
+		Removes: o.Plan.Removes,
+		Base: manifest.Base{SHA256: o.Base.InputSHA256, Format: o.Base.Format, Size: o.Base.Size, OS: o.Info.OS},
+		Image: manifest.Image{Name: filepath.Base(o.Output), Size: size, SHA256: imgSum,
+			Bmap: filepath.Base(o.Output) + ".bmap"},
+	}
+	for _, r := range bm.Ranges {
+		br := bm.ByteRange(r)
+		m.Ranges = append(m.Ranges, manifest.Range{Offset: br.Offset, Length: br.Length, SHA256: r.SHA256})
+	}
+	final := img.Name()
+	res := &Result{Image: o.Output, Bmap: o.Output + ".bmap", Manifest: o.Output + ".manifest.json", SHA256: imgSum, Size: size, Grown: grown}
+	if o.Compress != "" {
+		cf, err := b.temp("." + o.Compress)
+		if err != nil {
+			return nil, err
+		}
+		csum, err := compressImage(ctx, img, size, o.Compress, cf, progress.New(o.Progress, "compressing", size))
+		if err != nil {
+			return nil, fmt.Errorf("compressing image: %w", err)
+		}
+		final, res.Image = cf.Name(), o.Output+"."+o.Compress
+		m.Image.Compressed, m.Image.CompressedSHA256 = filepath.Base(res.Image), csum
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	mf, err := b.temp(".json")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := mf.Write(data); err != nil {
+		mf.Close()
+		return nil, fmt.Errorf("writing manifest: %w", err)
+	}
+	if err := mf.Close(); err != nil {
+		return nil, fmt.Errorf("writing manifest: %w", err)
+	}
+	for _, mv := range [][2]string{{final, res.Image}, {bmf.Name(), res.Bmap}, {mf.Name(), res.Manifest}} {
+		if err := os.Chmod(mv[0], 0o644); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(mv[0], mv[1]); err != nil {
+			return nil, fmt.Errorf("storing output: %w", err)
+		}
+		b.done = append(b.done, mv[1])
+	}
+	b.ok = true
+	o.Log.Info("image built", "image", res.Image, "size", size, "sha256", imgSum, "grown", grown)
+	return res, nil
+}
+
+// makeImage copies the base into a temporary file and grows it when
+// needed.
+func (b *builder) makeImage(ctx context.Context) (*os.File, int64, bool, error) {
+	o := b.o
+	src, err := os.Open(o.Base.Path)
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("opening base image: %w", err)
+	}
+	defer src.Close()
+	fi, err := src.Stat()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	size := fi.Size()
+	img, err := b.temp("")
+	if err != nil {
+		return nil, 0, false, err
+	}
+	bar := progress.New(o.Progress, "copying base image", size)
+	err = cloneFile(img, src, size, bar)
+	bar.Done()
+	if err != nil {
+		img.Close()
+		return nil, 0, false, fmt.Errorf("copying base image: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		img.Close()
+		return nil, 0, false, err
+	}
+	grown, newSize, err := b.grow(img, size)
+	if err != nil {
+		img.Close()
+		return nil, 0, false, err
+	}
+	return img, newSize, grown, nil
+}
+
+// grow enlarges the image, its last (root) partition and the root
+// filesystem when the plan needs more room than is free or o.Size asks.
+func (b *builder) grow(img *os.File, size int64) (bool, int64, error) {
+	o, info := b.o, b.o.Info
+	need, err := planBytes(o.Plan)
+	if err != nil {
+		return false, 0, err
+	}
+	const mib = 1 << 20
+	target := size
+	if o.Size > target {
+		target = o.Size
+	}
+	if short := need + growMargin - info.RootFree; short > 0 {
+		target = max(target, size+short+16*mib) // room for new group metadata too
+	}
+	target = (target + 4*mib - 1) / (4 * mib) * (4 * mib)
+	if target <= size {
+		return false, size, nil
+	}
+	o.Log.Info("growing image", "from", size, "to", target, "plan_bytes", need, "root_free", info.RootFree)
+	t, err := readTable(img, size)
+	if err != nil {
+		return false, 0, err
+	}
+	if err := img.Truncate(target); err != nil {
+		return false, 0, fmt.Errorf("growing image file: %w", err)
+	}
+	rootPart, _ := info.part(info.RootPartition)
+	partSize, err := t.growLast(img, rootPart.Number, target)
+	if err != nil {
+		return false, 0, fmt.Errorf("growing root partition: %w (use a base image whose root partition is the last one)", err)
+	}
+	fsys, err := ext4.Open(img, rootPart.Start, partSize, &ext4.Options{Now: func() time.Time { return o.Epoch }, Log: o.Log})
+	if err != nil {
+		return false, 0, fmt.Errorf("opening root filesystem: %w", err)
+	}
+	if err := fsys.Grow(partSize); err != nil {
+		fsys.Close()
+		return false, 0, fmt.Errorf("growing root filesystem: %w", err)
+	}
+	if err := fsys.Close(); err != nil {
+		return false, 0, fmt.Errorf("growing root filesystem: %w", err)
+	}
+	// Later steps read the partition table again from the image.
+	for i := range info.Partitions {
+		if info.Partitions[i].Number == rootPart.Number {
+			info.Partitions[i].Size = partSize
+		}
+	}
+	return true, target, nil
+}
+
+// applyPlan opens the filesystems of img and writes the plan into them.
+func (b *builder) applyPlan(img *os.File) ([]manifest.File, []manifest.Edit, error) {
+	o, info := b.o, b.o.Info
+	rootPart, _ := info.part(info.RootPartition)
+	root, err := ext4.Open(img, rootPart.Start, rootPart.Size, &ext4.Options{Now: func() time.Time { return o.Epoch }, Log: o.Log})
+	if err != nil {
+		return nil, nil, fmt.Errorf("opening root filesystem: %w", err)
+	}
+	a := &applier{root: root, o: o}
+	if bp, ok := info.part(info.BootPartition); ok {
+		if a.boot, err = fat.Open(img, bp.Start, bp.Size, false, o.Epoch); err != nil {
+			root.Close()
+			return nil, nil, fmt.Errorf("opening boot partition: %w", err)
+		}
+	}
+	files, edits, err := a.apply(o.Plan)
+	if err != nil {
+		root.Close()
+		if errors.Is(err, ext4.ErrNoSpace) {
+			err = fmt.Errorf("%w (make the image larger with a bigger size)", err)
+		}
+		return nil, nil, err
+	}
+	if err := root.Close(); err != nil {
+		return nil, nil, fmt.Errorf("writing root filesystem: %w", err)
+	}
+	if a.boot != nil {
+		if err := a.boot.Sync(); err != nil {
+			return nil, nil, fmt.Errorf("writing boot partition: %w", err)
+		}
+	}
+	return files, edits, nil
+}
+
+// hashFile returns the hex sha256 of the first size bytes of f.
+func hashFile(f *os.File, size int64, bar *progress.Bar) (string, error) {
+	defer bar.Done()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, 0, size), bar), make([]byte, 1<<20)); err != nil {
+		return "", fmt.Errorf("checksumming image: %w", err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,337 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/image/manifest"
+	"github.com/imgbake/imgbake/image/plan"
+	"github.com/imgbake/imgbake/internal/fixture"
+)
+
+const testToken = "K10secret-token-value::server:0123456789abcdef"
+
+// testPlan is a plan like a k3s worker's, with a streamed binary of
+// srcSize bytes.
+func testPlan(t *testing.T, srcSize int64) *plan.Plan {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "k3s")
+	data := bytes.Repeat([]byte("k3s-binary\x00\x01\x02"), int(srcSize/13)+1)[:srcSize]
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &plan.Plan{
+		Entries: []plan.Entry{
+			{Part: plan.Root, Path: "/etc/hostname", Kind: plan.File, Mode: 0o644, Data: []byte("k5\n")},
+			{Part: plan.Root, Path: "/usr/local/bin/k3s", Kind: plan.File, Mode: 0o755, Source: src},
+			{Part: plan.Root, Path: "/etc/rancher/k3s", Kind: plan.Dir, Mode: 0o750},
+			{Part: plan.Root, Path: "/etc/rancher/k3s/token", Kind: plan.File, Mode: 0o600, Data: []byte(testToken), Secret: true},
+			{Part: plan.Root, Path: "/etc/systemd/system/k3s-agent.service", Kind: plan.File, Mode: 0o644, Data: []byte("[Unit]\nDescription=k3s\n")},
+			{Part: plan.Root, Path: "/etc/systemd/system/multi-user.target.wants/k3s-agent.service", Kind: plan.Symlink,
+				Mode: 0o777, Target: "/etc/systemd/system/k3s-agent.service"},
+			{Part: plan.Root, Path: "/home/pirate/.ssh/authorized_keys", Kind: plan.File, Mode: 0o600, UID: 1000, GID: 1000, Data: []byte("ssh-ed25519 AAAA test\n")},
+			{Part: plan.Boot, Path: "/imgbake/node.txt", Kind: plan.File, Data: []byte("node: k5\n")},
+		},
+		Edits: []plan.Edit{
+			{Part: plan.Boot, Path: "/cmdline.txt", Desc: "add cgroup flags", Func: func(old []byte) ([]byte, error) {
+				return append(bytes.TrimRight(old, "\n"), []byte(" cgroup_memory=1 cgroup_enable=memory\n")...), nil
+			}},
+			{Part: plan.Root, Path: "/etc/hosts", Desc: "rename host", Func: func(old []byte) ([]byte, error) {
+				return bytes.ReplaceAll(old, []byte("raspberrypi"), []byte("k5")), nil
+			}},
+			{Part: plan.Root, Path: "/etc/new-by-edit", Desc: "create", Mode: 0o640, Func: func(old []byte) ([]byte, error) {
+				if old != nil {
+					return nil, errors.New("expected no file")
+				}
+				return []byte("created\n"), nil
+			}},
+		},
+		Removes: []string{"/etc/machine-id", "boot:/issue.txt", "/does/not/exist"},
+	}
+}
+
+// prepared returns a prepared base for the fixture, decompressed from .xz
+// when viaXZ.
+func prepared(t *testing.T, name string, viaXZ bool) *Base {
+	t.Helper()
+	in := fixture.Cached(t, name)
+	if viaXZ {
+		in = fixture.Compress(t, in, "xz")
+	}
+	b, err := PrepareBase(context.Background(), in, filepath.Join(t.TempDir(), "cache"), PrepareOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// checkImage runs e2fsck and fsck.vfat on the built image.
+func checkImage(t *testing.T, img string) *Info {
+	t.Helper()
+	info, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := info.part(info.RootPartition)
+	run(t, "e2fsck", "-fn", partDev(img, root))
+	if bp, ok := info.part(info.BootPartition); ok {
+		f := filepath.Join(t.TempDir(), "boot.img")
+		run(t, "dd", "if="+img, "of="+f, "bs=1M", "skip="+itoa(bp.Start>>20), "count="+itoa(bp.Size>>20), "status=none")
+		run(t, "fsck.vfat", "-n", f)
+	}
+	return info
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestBuildAppliesPlan(t *testing.T) {
+	fixture.RequireTools(t, "debugfs", "fsck.vfat", "mtype")
+	base := prepared(t, fixture.RaspiOSBookwormArm64, true)
+	baseSum := sha(mustRead(t, base.Path))
+	out := filepath.Join(t.TempDir(), "out", "k5.img")
+	res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: testPlan(t, 3<<20),
+		Epoch: time.Unix(1700000000, 0), Meta: map[string]string{"node": "k5", "k3s_version": "v1.31.4+k3s1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha(mustRead(t, base.Path)) != baseSum {
+		t.Fatal("the base image changed")
+	}
+	assertOnly(t, filepath.Dir(out), "k5.img", "k5.img.bmap", "k5.img.manifest.json")
+	info := checkImage(t, res.Image)
+	root, _ := info.part(info.RootPartition)
+	if got := debugfsR(t, res.Image, root, "cat /etc/hostname"); !strings.Contains(got, "k5\n") {
+		t.Errorf("hostname: %q", got)
+	}
+	for p, want := range map[string]string{
+		"/etc/rancher/k3s/token":            "Mode:  0600",
+		"/usr/local/bin/k3s":                "Mode:  0755",
+		"/etc/rancher/k3s":                  "Mode:  0750",
+		"/home/pirate/.ssh/authorized_keys": "User:  1000   Group:  1000",
+		"/etc/new-by-edit":                  "Mode:  0640",
+		"/etc/hosts":                        "Mode:  0644",
+	} {
+		if got := debugfsR(t, res.Image, root, "stat "+p); !strings.Contains(got, want) {
+			t.Errorf("stat %s lacks %q:\n%.400s", p, want, got)
+		}
+	}
+	if got := debugfsR(t, res.Image, root, "cat /etc/hosts"); !strings.Contains(got, "127.0.1.1\tk5") {
+		t.Errorf("hosts: %q", got)
+	}
+	if got := debugfsR(t, res.Image, root, "stat /etc/machine-id"); !strings.Contains(got, "File not found") {
+		t.Errorf("machine-id not removed: %.200s", got)
+	}
+	if got := debugfsR(t, res.Image, root, "stat /etc/systemd/system/multi-user.target.wants/k3s-agent.service"); !strings.Contains(got, "Fast link dest: \"/etc/systemd/system/k3s-agent.service\"") {
+		t.Errorf("symlink: %.400s", got)
+	}
+	dump := filepath.Join(t.TempDir(), "k3s")
+	debugfsR(t, res.Image, root, "dump /usr/local/bin/k3s "+dump)
+	if sha(mustRead(t, dump)) != sha(bytes.Repeat([]byte("k3s-binary\x00\x01\x02"), (3<<20)/13+1)[:3<<20]) {
+		t.Error("k3s binary content differs")
+	}
+	boot, _ := info.part(info.BootPartition)
+	bootDev := res.Image + "@@" + itoa(boot.Start)
+	if got := run(t, "mtype", "-i", bootDev, "::/cmdline.txt"); !strings.HasSuffix(got, "quiet init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_memory=1 cgroup_enable=memory\n") {
+		t.Errorf("cmdline.txt: %q", got)
+	}
+	if got := run(t, "mtype", "-i", bootDev, "::/imgbake/node.txt"); got != "node: k5\n" {
+		t.Errorf("node.txt: %q", got)
+	}
+	if got := run(t, "mdir", "-b", "-i", bootDev, "::/"); strings.Contains(got, "issue.txt") {
+		t.Errorf("issue.txt not removed:\n%s", got)
+	}
+	// The secret is nowhere but in the root filesystem's file.
+	m, err := manifest.Load(res.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := mustRead(t, res.Manifest)
+	if bytes.Contains(raw, []byte(testToken)) || bytes.Contains(raw, []byte(sha([]byte(testToken)))) {
+		t.Error("manifest holds the secret or its hash")
+	}
+	for _, f := range m.Files {
+		if f.Path == "/etc/rancher/k3s/token" && (!f.Secret || f.SHA256 != "") {
+			t.Errorf("secret entry %+v", f)
+		}
+		if f.Path == "/usr/local/bin/k3s" && (f.SHA256 == "" || f.Size != 3<<20) {
+			t.Errorf("k3s entry %+v", f)
+		}
+	}
+	if m.Image.SHA256 != sha(mustRead(t, res.Image)) || m.Image.SHA256 != res.SHA256 || m.Base.SHA256 != base.InputSHA256 || m.Meta["node"] != "k5" {
+		t.Errorf("manifest image/base/meta: %+v %+v %v", m.Image, m.Base, m.Meta)
+	}
+	if m.Base.OS.Family != "raspios" || len(m.Edits) != 3 || m.Edits[0].Desc != "add cgroup flags" {
+		t.Errorf("manifest OS %+v edits %+v", m.Base.OS, m.Edits)
+	}
+	checkBmap(t, res, m)
+}
+
+// checkBmap checks the bmap's checksums against the image and that the
+// image, with everything outside the bmap's ranges zeroed, still passes
+// fsck with the same files.
+func checkBmap(t *testing.T, res *Result, m *manifest.Manifest) {
+	t.Helper()
+	f, err := os.Open(res.Bmap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bm, err := bmap.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, _ := os.Open(res.Image)
+	defer img.Close()
+	if bm.ImageSize != res.Size || len(bm.Ranges) != len(m.Ranges) {
+		t.Fatalf("bmap size %d ranges %d; image %d, manifest ranges %d", bm.ImageSize, len(bm.Ranges), res.Size, len(m.Ranges))
+	}
+	for i, r := range bm.Ranges {
+		s, err := bm.Checksum(img, r)
+		if err != nil || s != r.SHA256 || m.Ranges[i].SHA256 != s {
+			t.Fatalf("range %d checksum mismatch (%v)", i, err)
+		}
+	}
+	if bm.MappedBytes() > res.Size/2 {
+		t.Errorf("bmap maps %d of %d bytes: the image is mostly empty", bm.MappedBytes(), res.Size)
+	}
+	// Copy only the mapped ranges into a zeroed file: it must be the same
+	// filesystems.
+	cp := filepath.Join(t.TempDir(), "flashed.img")
+	dst, _ := os.Create(cp)
+	dst.Truncate(res.Size)
+	for _, r := range bm.ByteRanges() {
+		buf := make([]byte, r.Length)
+		img.ReadAt(buf, r.Offset)
+		dst.WriteAt(buf, r.Offset)
+	}
+	dst.Close()
+	info := checkImage(t, cp)
+	root, _ := info.part(info.RootPartition)
+	if got := debugfsR(t, cp, root, "cat /etc/hostname"); !strings.Contains(got, "k5") {
+		t.Errorf("hostname after bmap copy: %q", got)
+	}
+}
+
+func TestBuildFailureLeavesNothing(t *testing.T) {
+	base := prepared(t, fixture.RaspiOSBookwormArm64, false)
+	for name, p := range map[string]*plan.Plan{
+		"missing source": {Entries: []plan.Entry{{Part: plan.Root, Path: "/usr/local/bin/k3s", Kind: plan.File, Source: "/nonexistent/k3s"}}},
+		"failing edit": {Edits: []plan.Edit{{Part: plan.Boot, Path: "/cmdline.txt", Desc: "x", Func: func([]byte) ([]byte, error) {
+			return nil, errors.New("edit refused")
+		}}}},
+		"secret on boot": {Entries: []plan.Entry{{Part: plan.Boot, Path: "/token", Kind: plan.File, Data: []byte("s"), Secret: true}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			out := filepath.Join(dir, "k5.img")
+			_, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: p, Epoch: time.Unix(1, 0)})
+			if err == nil {
+				t.Fatal("Build succeeded")
+			}
+			assertOnly(t, dir)
+		})
+	}
+	// Cancelled context.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	dir := t.TempDir()
+	if _, err := Build(ctx, BuildOptions{Base: base, Output: filepath.Join(dir, "k5.img"), Plan: &plan.Plan{}}); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled build: %v", err)
+	}
+	assertOnly(t, dir)
+}
+
+func TestBuildGrowsWhenRootTooFull(t *testing.T) {
+	fixture.RequireTools(t, "debugfs")
+	for _, name := range []string{fixture.RaspiOSBookwormArm64, fixture.ArmbianBookwormArm64} {
+		t.Run(name, func(t *testing.T) {
+			base := prepared(t, name, false)
+			info, err := Inspect(base.Path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A binary larger than the free space.
+			p := testPlan(t, info.RootFree+8<<20)
+			p.Entries = p.Entries[:4]
+			p.Edits, p.Removes = nil, nil
+			out := filepath.Join(t.TempDir(), "k5.img")
+			res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: p, Epoch: time.Unix(1700000000, 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Grown || res.Size <= base.Size {
+				t.Fatalf("image not grown: %+v (base %d)", res, base.Size)
+			}
+			got := checkImage(t, res.Image)
+			root, _ := got.part(got.RootPartition)
+			if root.Start+root.Size != res.Size || got.RootFree < growMargin/2 {
+				t.Errorf("root partition %+v, free %d, image %d", root, got.RootFree, res.Size)
+			}
+			// An explicit size grows further.
+			res2, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: &plan.Plan{}, Size: base.Size + 100<<20, Epoch: time.Unix(1, 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res2.Size != base.Size+100<<20 {
+				t.Errorf("size %d, want %d", res2.Size, base.Size+100<<20)
+			}
+			checkImage(t, res2.Image)
+		})
+	}
+}
+
+// TestBuildReproducible builds the same image in two processes with
+// different time zones and umasks and compares the outputs byte for byte.
+func TestBuildReproducible(t *testing.T) {
+	if out := os.Getenv("IMGBAKE_TEST_BUILD_OUT"); out != "" {
+		syscall.Umask(0o077)
+		base := &Base{}
+		*base = Base{Path: os.Getenv("IMGBAKE_TEST_BASE"), InputSHA256: "x", Format: "raw"}
+		p := testPlan(t, 1<<20)
+		for _, c := range []string{"", "xz", "zst"} {
+			if _, err := Build(context.Background(), BuildOptions{Base: base, Output: out + c, Plan: p, Compress: c,
+				Epoch: time.Unix(1700000000, 0), Meta: map[string]string{"b": "2", "a": "1"}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSTrixieArm64)
+	dirs := []string{t.TempDir(), t.TempDir()}
+	for i, tz := range []string{"America/Los_Angeles", "Asia/Kolkata"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBuildReproducible$")
+		cmd.Env = append(os.Environ(), "TZ="+tz, "IMGBAKE_TEST_BASE="+base, "IMGBAKE_TEST_BUILD_OUT="+filepath.Join(dirs[i], "k5.img"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build in TZ=%s: %v\n%s", tz, err, out)
+		}
+	}
+	for _, f := range []string{"k5.img", "k5.img.bmap", "k5.img.manifest.json", "k5.imgxz.xz", "k5.imgzst.zst"} {
+		a, b := mustRead(t, filepath.Join(dirs[0], f)), mustRead(t, filepath.Join(dirs[1], f))
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between the two builds", f)
+		}
+	}
+	// The compressed images decompress to the raw one.
+	raw := sha(mustRead(t, filepath.Join(dirs[0], "k5.img")))
+	for _, c := range [][]string{{"xz", "-dc"}, {"zstd", "-dcq"}} {
+		ext := map[string]string{"xz": "xz", "zstd": "zst"}[c[0]]
+		got, err := exec.Command(c[0], c[1], filepath.Join(dirs[0], "k5.img"+ext+"."+ext)).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", c[0], err)
+		}
+		if sha(got) != raw {
+			t.Errorf("%s output differs from the raw image", c[0])
+		}
+	}
+}

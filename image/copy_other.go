@@ -1,0 +1,19 @@
+//go:build !linux
+
+package image
+
+import (
+	"io"
+	"os"
+
+	"github.com/imgbake/imgbake/internal/progress"
+)
+
+// cloneFile copies src into the empty file dst, leaving holes for zeros.
+func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
+	sw := &sparseWriter{f: dst}
+	if _, err := io.CopyBuffer(sw, progress.NewReader(io.NewSectionReader(src, 0, size), bar), make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	return sw.finish()
+}
