@@ -1,0 +1,250 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// standinPrefix starts each record the stand-in k3s prints on the console.
+const standinPrefix = "IMGBAKE-STANDIN "
+
+// qemuArch is how QEMU emulates a Raspberry Pi of one architecture: the
+// "virt" board, a CPU that runs the Debian kernel of that architecture
+// (armmp-lpae needs LPAE: Cortex-A15), software emulation (TCG).
+type qemuArch struct {
+	Binary string
+	Args   []string
+}
+
+func qemuFor(arch string) qemuArch {
+	if arch == "armhf" {
+		return qemuArch{"qemu-system-arm", []string{"-M", "virt", "-cpu", "cortex-a15"}}
+	}
+	return qemuArch{"qemu-system-aarch64", []string{"-M", "virt", "-cpu", "cortex-a72"}}
+}
+
+// vm is one running QEMU whose serial console is scanned for the stand-in's
+// records.
+type vm struct {
+	t       *testing.T
+	name    string
+	cmd     *exec.Cmd
+	monitor string
+	logPath string
+	exited  chan struct{}
+	waitErr error
+
+	mu      sync.Mutex
+	records map[string]string
+	waiters []chan struct{}
+	tail    []string
+}
+
+// startVM boots disk (a raw image that the VM may change) with the kernel,
+// initramfs and command line of spec. The VM is killed when ctx ends or the
+// test finishes.
+func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bootSpec) *vm {
+	t.Helper()
+	q := qemuFor(arch)
+	sockDir, err := os.MkdirTemp("", "imgbake-qmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	v := &vm{
+		t: t, name: name,
+		monitor: filepath.Join(sockDir, "mon"),
+		logPath: filepath.Join(t.TempDir(), name+".serial.log"),
+		exited:  make(chan struct{}),
+		records: map[string]string{},
+	}
+	// cmdline.txt says console=serial0,115200: on a Pi the firmware
+	// replaces serial0 with the UART's device. Nothing does that on QEMU's
+	// virt board, whose UART is ttyAMA0, so that console is appended; the
+	// rest of the command line is the image's own.
+	args := append(append([]string{}, q.Args...),
+		"-m", "1024", "-smp", "1",
+		"-display", "none", "-no-reboot", "-nic", "none",
+		"-serial", "stdio",
+		"-monitor", "unix:"+v.monitor+",server=on,wait=off",
+		"-kernel", spec.Kernel, "-initrd", spec.Initramfs,
+		"-append", spec.Cmdline+" console=ttyAMA0",
+		"-drive", "if=none,id=hd,format=raw,file="+disk,
+		"-device", "virtio-blk-device,drive=hd",
+	)
+	v.cmd = exec.Command(q.Binary, args...)
+	stdout, err := v.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.cmd.Stderr = v.cmd.Stdout
+	logf, err := os.Create(v.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.cmd.Start(); err != nil {
+		t.Fatalf("starting %s: %v", q.Binary, err)
+	}
+	t.Logf("%s: booting %s (serial log %s)", name, disk, v.logPath)
+	go func() {
+		v.scan(io.TeeReader(stdout, logf))
+		v.waitErr = v.cmd.Wait()
+		logf.Close()
+		close(v.exited)
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+			v.kill()
+		case <-v.exited:
+		}
+	}()
+	t.Cleanup(func() {
+		v.kill()
+		<-v.exited
+		if t.Failed() {
+			t.Logf("%s: last console lines:\n%s", name, v.lastLines())
+		}
+	})
+	return v
+}
+
+func (v *vm) scan(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		v.mu.Lock()
+		v.tail = append(v.tail, line)
+		if len(v.tail) > 80 {
+			v.tail = v.tail[len(v.tail)-80:]
+		}
+		if i := strings.Index(line, standinPrefix); i >= 0 {
+			k, q, ok := strings.Cut(line[i+len(standinPrefix):], "=")
+			if val, err := strconv.Unquote(q); ok && err == nil {
+				v.records[k] = val
+				for _, w := range v.waiters {
+					close(w)
+				}
+				v.waiters = nil
+			}
+		}
+		v.mu.Unlock()
+	}
+}
+
+func (v *vm) lastLines() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return strings.Join(v.tail, "\n")
+}
+
+// record returns the stand-in's record key, waiting for it until ctx ends or
+// QEMU exits.
+func (v *vm) record(ctx context.Context, key string) (string, error) {
+	for {
+		v.mu.Lock()
+		val, ok := v.records[key]
+		ch := make(chan struct{})
+		if !ok {
+			v.waiters = append(v.waiters, ch)
+		}
+		v.mu.Unlock()
+		if ok {
+			return val, nil
+		}
+		select {
+		case <-ch:
+		case <-v.exited:
+			return "", fmt.Errorf("%s: QEMU exited (%v) before the stand-in k3s reported %s", v.name, v.waitErr, key)
+		case <-ctx.Done():
+			return "", fmt.Errorf("%s: no %s from the stand-in k3s: %w", v.name, key, ctx.Err())
+		}
+	}
+}
+
+// records returns a copy of everything the stand-in reported so far.
+func (v *vm) snapshot() map[string]string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	m := make(map[string]string, len(v.records))
+	for k, val := range v.records {
+		m[k] = val
+	}
+	return m
+}
+
+// kill ends QEMU at once (SIGKILL): the guest gets no chance to flush.
+func (v *vm) kill() {
+	if v.cmd.Process != nil {
+		_ = v.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// waitExit waits until QEMU has exited.
+func (v *vm) waitExit(ctx context.Context) error {
+	select {
+	case <-v.exited:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s: QEMU still running: %w", v.name, ctx.Err())
+	}
+}
+
+// powerOff presses the virt board's power button (gpio-keys; systemd-logind
+// answers with a clean poweroff) and waits until QEMU exits. The button is
+// pressed again every 30 s in case logind was not watching it yet.
+func (v *vm) powerOff(ctx context.Context) error {
+	for {
+		if err := v.monitorCommand("system_powerdown"); err != nil {
+			return err
+		}
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := v.waitExit(wctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return errors.Join(errors.New("the guest did not power off after system_powerdown"), err)
+		}
+	}
+	var ee *exec.ExitError
+	if v.waitErr != nil && !errors.As(v.waitErr, &ee) {
+		return v.waitErr
+	}
+	return nil
+}
+
+func (v *vm) monitorCommand(cmd string) error {
+	c, err := net.Dial("unix", v.monitor)
+	if err != nil {
+		return fmt.Errorf("%s: connecting to the QEMU monitor: %w", v.name, err)
+	}
+	defer c.Close()
+	if _, err := io.WriteString(c, cmd+"\n"); err != nil {
+		return fmt.Errorf("%s: sending %s: %w", v.name, cmd, err)
+	}
+	// Let the monitor read the command before the connection closes.
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	_, _ = c.Read(make([]byte, 4096))
+	return nil
+}
+
+// elapsedSince formats a duration for logs.
+func elapsedSince(t0 time.Time) string {
+	return time.Since(t0).Round(100 * time.Millisecond).String()
+}
