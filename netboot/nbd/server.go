@@ -1,0 +1,205 @@
+// Package nbd is a Network Block Device server (fixed newstyle handshake,
+// simple replies) that serves each Raspberry Pi its root disk out of its own
+// disk image.
+//
+// Each export is served to one address only (its node's) and to one client
+// at a time: a second concurrent client is refused, so two kernels can never
+// write the same image. When the server stops, it finishes in-flight
+// requests, syncs the disks and closes the connections; a node's NBD client
+// reconnects to the next server and I/O resumes.
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Disk is an export's backing store, typically an *os.File or a section of
+// a disk image. Sync must make completed writes durable. If the Disk also
+// implements Trimmer, TRIM and WRITE_ZEROES use it; an *os.File gets holes
+// punched on Linux; anything else has zeros written.
+type Disk interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
+// Trimmer discards a byte range so that it reads back as zeros.
+type Trimmer interface {
+	Trim(off, length int64) error
+}
+
+// Export is one served disk.
+type Export struct {
+	// Name is the export name clients ask for.
+	Name string
+	// Disk holds the data; the server never closes it.
+	Disk Disk
+	// Size is the export size in bytes.
+	Size int64
+	// Client is the only address allowed to use the export. The zero Addr
+	// allows nobody.
+	Client netip.Addr
+	// ReadOnly refuses writes with EPERM.
+	ReadOnly bool
+}
+
+// ErrUnknownExport is wrapped by Backend errors for names it does not know.
+var ErrUnknownExport = errors.New("unknown export")
+
+// Backend finds exports by name.
+type Backend interface {
+	Export(ctx context.Context, name string) (Export, error)
+}
+
+// BackendFunc adapts a function to a Backend.
+type BackendFunc func(ctx context.Context, name string) (Export, error)
+
+// Export calls f.
+func (f BackendFunc) Export(ctx context.Context, name string) (Export, error) { return f(ctx, name) }
+
+// Lister is implemented by Backends that can answer NBD_OPT_LIST: the names
+// of the exports client may use. Without it the list is empty.
+type Lister interface {
+	List(ctx context.Context, client netip.Addr) ([]string, error)
+}
+
+// HandshakeTimeout bounds the time a client may take to pick an export.
+const HandshakeTimeout = 30 * time.Second
+
+// Server serves NBD exports. The zero value is not usable: set Backend.
+type Server struct {
+	// Backend finds exports. Required.
+	Backend Backend
+	// Log receives a line for every refused client, dropped connection and
+	// I/O error, debug lines for connects and disconnects. Nil means silent.
+	Log *slog.Logger
+
+	mu     sync.Mutex
+	active map[string]netip.AddrPort // export name -> client using it
+}
+
+// Serve accepts connections on l until ctx is cancelled or l fails. On
+// cancellation it closes l, lets each connection finish its in-flight
+// requests, syncs the disks, closes the connections and returns nil.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	if s.Backend == nil {
+		return errors.New("nbd: Server.Backend is nil")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				s.logger().Warn("nbd: accepting connection; retrying", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accepting NBD connections: %w", err)
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			// Notice a node that was power-cycled mid-session, so that its
+			// export is free again when it reconnects.
+			tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3})
+			tc.SetNoDelay(true)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// claim marks name as used by client; it fails if another client has it.
+func (s *Server) claim(name string, client netip.AddrPort) (netip.AddrPort, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		s.active = make(map[string]netip.AddrPort)
+	}
+	if cur, ok := s.active[name]; ok {
+		return cur, false
+	}
+	s.active[name] = client
+	return client, true
+}
+
+func (s *Server) release(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.active, name)
+}
+
+func remoteAddrPort(c net.Conn) netip.AddrPort {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+	return ap
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	defer c.Close()
+	client := remoteAddrPort(c)
+	log := s.logger().With("client", client.String())
+	stop := context.AfterFunc(ctx, func() {
+		// Stop reading requests; give in-flight replies a moment to go out.
+		c.SetReadDeadline(time.Now())
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	})
+	defer stop()
+	c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	sess := &session{srv: s, conn: c, client: client, log: log}
+	exp, err := sess.handshake(ctx)
+	if err != nil {
+		if !errors.Is(err, errClientAborted) && ctx.Err() == nil {
+			log.Warn("nbd: handshake failed; connection closed", "err", err)
+		}
+		return
+	}
+	defer s.release(exp.Name)
+	c.SetDeadline(time.Time{})
+	if ctx.Err() != nil {
+		return
+	}
+	log = log.With("export", exp.Name)
+	sess.log = log
+	log.Debug("nbd: client connected", "size", exp.Size)
+	err = sess.transmit(ctx, exp)
+	if serr := syncDisk(exp.Disk); serr != nil {
+		log.Error("nbd: syncing disk after disconnect", "err", serr)
+	}
+	switch {
+	case err == nil:
+		log.Debug("nbd: client disconnected")
+	case ctx.Err() != nil:
+		log.Info("nbd: server stopping; connection closed after in-flight requests", "err", err)
+	default:
+		log.Warn("nbd: connection dropped", "err", err)
+	}
+}
