@@ -52,6 +52,13 @@ func (f *FS) dirMap(in *inode) ([]uint64, error) {
 		return nil, err
 	}
 	n := uint64((in.size() + f.bs - 1) / f.bs)
+	mapped := uint64(0)
+	for _, e := range exts {
+		mapped += uint64(e.n)
+	}
+	if in.size() < 0 || n > mapped {
+		return nil, fmt.Errorf("directory inode %d: size %d beyond its %d blocks: %w", in.ino, in.size(), mapped, ErrCorrupt)
+	}
 	blocks := make([]uint64, n)
 	for _, e := range exts {
 		for i := uint32(0); i < e.n; i++ {

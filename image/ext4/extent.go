@@ -32,7 +32,8 @@ func (f *FS) fileMap(in *inode) ([]extent, []uint64, error) {
 	var meta []uint64
 	var err error
 	if in.flags()&flExtents != 0 {
-		err = f.walkExtents(in, in.b[iBlock:iBlock+60], -1, &exts, &meta)
+		budget := f.blocks // no file maps more blocks than the filesystem has
+		err = f.walkExtents(in, in.b[iBlock:iBlock+60], -1, &exts, &meta, &budget)
 	} else {
 		exts, meta, err = f.indirectMap(in)
 	}
@@ -43,7 +44,7 @@ func (f *FS) fileMap(in *inode) ([]extent, []uint64, error) {
 	return exts, meta, nil
 }
 
-func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, meta *[]uint64) error {
+func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, meta *[]uint64, budget *uint64) error {
 	if le16(node, 0) != extMagic {
 		return fmt.Errorf("bad extent header magic: %w", ErrCorrupt)
 	}
@@ -59,9 +60,10 @@ func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, 
 			if l > maxInitLen {
 				x.n, x.uninit = l-maxInitLen, true
 			}
-			if x.pblk+uint64(x.n) > f.blocks || x.pblk < f.firstData {
+			if x.pblk+uint64(x.n) > f.blocks || x.pblk < f.firstData || uint64(x.n) > *budget {
 				return fmt.Errorf("extent %d+%d out of range: %w", x.pblk, x.n, ErrCorrupt)
 			}
+			*budget -= uint64(x.n)
 			*exts = append(*exts, x)
 			continue
 		}
@@ -69,6 +71,10 @@ func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, 
 		if child >= f.blocks || child < f.firstData {
 			return fmt.Errorf("extent index block %d out of range: %w", child, ErrCorrupt)
 		}
+		if *budget == 0 {
+			return fmt.Errorf("extent tree larger than the filesystem: %w", ErrCorrupt)
+		}
+		*budget--
 		*meta = append(*meta, child)
 		b, err := f.readBlock(child)
 		if err != nil {
@@ -80,7 +86,7 @@ func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, 
 				return fmt.Errorf("extent block %d: checksum mismatch: %w", child, ErrCorrupt)
 			}
 		}
-		if err := f.walkExtents(in, b, depth-1, exts, meta); err != nil {
+		if err := f.walkExtents(in, b, depth-1, exts, meta, budget); err != nil {
 			return err
 		}
 	}
@@ -93,10 +99,15 @@ func (f *FS) indirectMap(in *inode) ([]extent, []uint64, error) {
 	var exts []extent
 	var meta []uint64
 	apb := uint64(f.bs / 4)
+	budget := f.blocks // no file maps more blocks than the filesystem has
 	add := func(l uint64, p uint32) {
 		if p == 0 {
 			return
 		}
+		if budget == 0 {
+			return
+		}
+		budget--
 		if k := len(exts); k > 0 && uint64(exts[k-1].lblk)+uint64(exts[k-1].n) == l &&
 			exts[k-1].pblk+uint64(exts[k-1].n) == uint64(p) && exts[k-1].n < maxInitLen {
 			exts[k-1].n++
@@ -112,6 +123,10 @@ func (f *FS) indirectMap(in *inode) ([]extent, []uint64, error) {
 		if uint64(blk) >= f.blocks {
 			return fmt.Errorf("indirect block %d out of range: %w", blk, ErrCorrupt)
 		}
+		if budget == 0 {
+			return fmt.Errorf("indirect map larger than the filesystem: %w", ErrCorrupt)
+		}
+		budget--
 		meta = append(meta, uint64(blk))
 		b, err := f.readBlock(uint64(blk))
 		if err != nil {

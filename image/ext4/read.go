@@ -33,6 +33,9 @@ func (f *FS) ReadFile(name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if fl.Size() > f.Size() {
+		return nil, fmt.Errorf("reading %s: %d bytes is larger than the filesystem; use Open: %w", name, fl.Size(), ErrCorrupt)
+	}
 	buf := make([]byte, fl.Size())
 	if _, err := fl.ReadAt(buf, 0); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
@@ -88,20 +91,24 @@ func (f *FS) Walk(root string, fn func(path string, fi *FileInfo, err error) err
 	if err != nil {
 		return fn(root, nil, err)
 	}
-	err = f.walk(root, fi, fn)
+	err = f.walk(root, fi, fn, map[uint32]bool{})
 	if errors.Is(err, fs.SkipDir) || errors.Is(err, fs.SkipAll) {
 		return nil
 	}
 	return err
 }
 
-func (f *FS) walk(p string, fi *FileInfo, fn func(string, *FileInfo, error) error) error {
+func (f *FS) walk(p string, fi *FileInfo, fn func(string, *FileInfo, error) error, seen map[uint32]bool) error {
 	if err := fn(p, fi, nil); err != nil || !fi.IsDir() {
 		if errors.Is(err, fs.SkipDir) && fi.IsDir() {
 			return nil
 		}
 		return err
 	}
+	if seen[fi.Ino] { // every directory has one parent: a second visit is a loop or corruption
+		return fn(p, fi, fmt.Errorf("directory inode %d reached twice: %w", fi.Ino, ErrCorrupt))
+	}
+	seen[fi.Ino] = true
 	in, err := f.getInode(fi.Ino)
 	if err != nil {
 		return fn(p, fi, err)
@@ -119,7 +126,7 @@ func (f *FS) walk(p string, fi *FileInfo, fn func(string, *FileInfo, error) erro
 			}
 			continue
 		}
-		if err := f.walk(child, f.info(e.Name, cin), fn); err != nil {
+		if err := f.walk(child, f.info(e.Name, cin), fn, seen); err != nil {
 			return err
 		}
 	}

@@ -201,8 +201,10 @@ func (f *FS) parseSuper() error {
 	}
 	f.firstData = uint64(le32(sb, sbFirstDataBlock))
 	f.bpg, f.ipg = le32(sb, sbBlocksPerGroup), le32(sb, sbInodesPerGroup)
-	if f.bpg == 0 || f.ipg == 0 || f.bpg > uint32(f.bs*8) || f.ipg > uint32(f.bs*8) {
-		return fmt.Errorf("opening ext4: bad group geometry: %w", ErrCorrupt)
+	if f.bpg < 8 || f.ipg < 8 || f.bpg%8 != 0 || f.ipg%8 != 0 || f.bpg > uint32(f.bs*8) || f.ipg > uint32(f.bs*8) ||
+		f.firstData > 1 || f.blocks <= f.firstData+1 || f.blocks > uint64(f.size/f.bs) {
+		return fmt.Errorf("opening ext4: bad geometry (%d blocks of %d bytes in a %d-byte partition, %d per group): %w",
+			f.blocks, f.bs, f.size, f.bpg, ErrCorrupt)
 	}
 	f.groups = uint32((f.blocks - f.firstData + uint64(f.bpg) - 1) / uint64(f.bpg))
 	f.descBlks = (uint64(f.groups)*uint64(f.descSize) + uint64(f.bs) - 1) / uint64(f.bs)
@@ -215,8 +217,9 @@ func (f *FS) parseSuper() error {
 	if f.inodeSize < 128 || int64(f.inodeSize) > f.bs || f.inodeSize&(f.inodeSize-1) != 0 {
 		return fmt.Errorf("opening ext4: bad inode size %d: %w", f.inodeSize, ErrCorrupt)
 	}
-	if int64(f.blocks)*f.bs > f.size {
-		return fmt.Errorf("opening ext4: filesystem (%d bytes) is larger than its partition (%d bytes): %w", int64(f.blocks)*f.bs, f.size, ErrCorrupt)
+	if f.descSize > int(f.bs) || uint64(le32(sb, sbInodesCount)) != uint64(f.groups)*uint64(f.ipg) ||
+		f.firstIno < 3 || f.firstIno >= le32(sb, sbInodesCount) {
+		return fmt.Errorf("opening ext4: inode count, first inode or descriptor size inconsistent: %w", ErrCorrupt)
 	}
 	f.metaCsum = ro&roMetadataCsum != 0
 	f.gdtCsum = !f.metaCsum && ro&roGdtCsum != 0
