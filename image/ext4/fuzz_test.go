@@ -1,0 +1,210 @@
+package ext4_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/imgbake/imgbake/image/ext4"
+)
+
+// The read side: fixtures read through the API and compared with debugfs,
+// and FuzzOpenRead, which feeds damaged filesystems to the same code.
+
+// TestReadFixture reads every fixture through the read API and compares it
+// with the tree (itself checked against debugfs by TestFixtures) and with
+// debugfs directly: inode numbers, directory listings, times.
+func TestReadFixture(t *testing.T) {
+	for _, kind := range append(fxKinds, "tiny") {
+		t.Run(kind, func(t *testing.T) {
+			size := int64(64 << 20)
+			if kind == "tiny" {
+				size = 1 << 20
+			}
+			img := makeFixtureBytes(t, kind, size)
+			f := openImage(t, img, true)
+			verifyAPI(t, f, newModel(fixtureTree(kind)))
+			for _, dir := range []string{"/", "/etc", "/usr/bin", "/usr/lib/x", "/usr/share/many", "/dir"} {
+				if _, err := f.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				compareReadDir(t, f, img, dir)
+			}
+			for _, p := range []string{"/etc/hostname", "/usr/bin/ping", "/etc/shadow", "/bin"} {
+				fi, err := f.Lstat(p)
+				if err != nil {
+					t.Fatalf("Lstat %s: %v", p, err)
+				}
+				st := debugfsStat(t, img, p)
+				if fi.Ino != st.Ino || fi.Mode != st.Mode || fi.Size != st.Size || fi.Nlink != st.Links {
+					t.Errorf("%s: Lstat ino %d mode %o size %d links %d; debugfs %d %o %d %d",
+						p, fi.Ino, fi.Mode, fi.Size, fi.Nlink, st.Ino, st.Mode, st.Size, st.Links)
+				}
+				if got, want := fi.Mtime.Unix(), debugfsTime(t, img, p, "mtime"); got != want {
+					t.Errorf("%s: Mtime %d, debugfs %d", p, got, want)
+				}
+				if got, want := fi.Ctime.Unix(), debugfsTime(t, img, p, "ctime"); got != want {
+					t.Errorf("%s: Ctime %d, debugfs %d", p, got, want)
+				}
+			}
+			readSymlinks(t, f)
+			readErrors(t, f)
+			readSparse(t, f, kind)
+			walkSkip(t, f)
+		})
+	}
+}
+
+// compareReadDir compares ReadDir of dir with debugfs ls -p.
+func compareReadDir(t *testing.T, f *ext4.FS, img, dir string) {
+	t.Helper()
+	ents, err := f.ReadDir(dir)
+	if err != nil {
+		t.Fatalf("ReadDir %s: %v", dir, err)
+	}
+	var got, want []string
+	for _, e := range ents {
+		got = append(got, fmt.Sprintf("%s %d %d", e.Name, e.Ino, e.Type))
+	}
+	ftype := map[uint32]int{0o100000: 1, 0o040000: 2, 0o120000: 7}
+	for _, e := range debugfsLs(t, img, dir) {
+		if e.Ino != 0 && e.Name != "" {
+			want = append(want, fmt.Sprintf("%s %d %d", e.Name, e.Ino, ftype[e.Mode&0o170000]))
+		}
+	}
+	sort.Strings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("ReadDir %s differs from debugfs ls (%d vs %d entries)", dir, len(got), len(want))
+	}
+}
+
+// readSymlinks checks symlink resolution: intermediate symlinks followed,
+// the last one only by Stat/ReadFile, loops refused.
+func readSymlinks(t *testing.T, f *ext4.FS) {
+	t.Helper()
+	if fi, err := f.Stat("/bin"); err != nil || !fi.IsDir() {
+		t.Errorf("Stat /bin (-> usr/bin): %v, %+v", err, fi)
+	}
+	if fi, err := f.Lstat("/bin"); err != nil || !fi.IsSymlink() || fi.FileMode()&fs.ModeSymlink == 0 {
+		t.Errorf("Lstat /bin: %v, %+v", err, fi)
+	}
+	a, err1 := f.Stat("/bin/ping")
+	b, err2 := f.Lstat("/usr/bin/ping")
+	if err1 != nil || err2 != nil || a.Ino != b.Ino {
+		t.Errorf("/bin/ping through the symlink: %v %v %+v %+v", err1, err2, a, b)
+	}
+	if fi, err := f.Stat("/usr/bin/ping"); err == nil && fi.FileMode().Perm() != 0o755 {
+		t.Errorf("ping FileMode %v", fi.FileMode())
+	}
+	for _, p := range []string{"/etc/loop1", "/etc/loop1/x"} {
+		if _, err := f.Stat(p); err == nil {
+			t.Errorf("Stat %s (a symlink loop): no error", p)
+		}
+	}
+	if _, err := f.ReadFile("/etc/loop2"); err == nil {
+		t.Errorf("ReadFile of a symlink loop: no error")
+	}
+	if fi, err := f.Stat("/usr/bin/sudo"); err == nil && fi.FileMode()&fs.ModeSetuid == 0 {
+		t.Errorf("sudo FileMode %v lacks setuid", fi.FileMode())
+	}
+	if fi, err := f.Stat("/tmp"); err != nil || fi.FileMode()&fs.ModeSticky == 0 || !fi.FileMode().IsDir() {
+		t.Errorf("/tmp FileMode: %v %v", fi, err)
+	}
+}
+
+// readErrors checks the errors of reads that must fail.
+func readErrors(t *testing.T, f *ext4.FS) {
+	t.Helper()
+	check := func(op string, err error, want ...error) {
+		t.Helper()
+		if !errorsIsAny(err, want...) {
+			t.Errorf("%s: got %v, want one of %v", op, err, want)
+		}
+	}
+	_, err := f.Stat("/etc/missing")
+	check("Stat missing", err, fs.ErrNotExist)
+	_, err = f.ReadFile("/etc")
+	check("ReadFile dir", err, ext4.ErrIsDir)
+	_, err = f.ReadDir("/etc/hostname")
+	check("ReadDir file", err, ext4.ErrNotDir)
+	_, err = f.Stat("/etc/hostname/x")
+	check("Stat under file", err, ext4.ErrNotDir, fs.ErrNotExist)
+	_, err = f.Readlink("/etc/hostname")
+	check("Readlink file", err, fs.ErrInvalid)
+	_, err = f.Getxattr("/etc/hostname", "user.none")
+	check("Getxattr missing", err, fs.ErrNotExist)
+	_, err = f.Stat("etc/hostname")
+	check("relative path", err, fs.ErrInvalid, fs.ErrNotExist)
+	check("WriteFile read-only", f.WriteFile("/etc/x", nil, ext4.Attr{}), ext4.ErrReadOnly)
+	check("MkdirAll read-only", f.MkdirAll("/etc/x", ext4.Attr{}), ext4.ErrReadOnly)
+	check("Remove read-only", f.Remove("/etc/hostname"), ext4.ErrReadOnly)
+	check("Chmod read-only", f.Chmod("/etc/hostname", 0), ext4.ErrReadOnly)
+	check("Chown read-only", f.Chown("/etc/hostname", 1, 1), ext4.ErrReadOnly)
+	check("SetXattr read-only", f.SetXattr("/etc/hostname", "user.x", nil), ext4.ErrReadOnly)
+	check("Symlink read-only", f.Symlink("x", "/etc/x", ext4.Attr{}), ext4.ErrReadOnly)
+	check("CreateFile read-only", f.CreateFile("/etc/x", strings.NewReader(""), 0, ext4.Attr{}), ext4.ErrReadOnly)
+	check("Grow read-only", f.Grow(f.Size()*2), ext4.ErrReadOnly)
+}
+
+// readSparse reads the sparse file through Open with Read and ReadAt.
+func readSparse(t *testing.T, f *ext4.FS, kind string) {
+	t.Helper()
+	p := "/var/sparse.img"
+	if kind == "tiny" {
+		p = "/usr/bin/sparse"
+	}
+	want := fxFind(fixtureTree(kind), p).content()
+	fh, err := f.Open(p)
+	if err != nil {
+		t.Fatalf("Open %s: %v", p, err)
+	}
+	defer fh.Close()
+	if fh.Size() != int64(len(want)) {
+		t.Errorf("%s: Size %d, want %d", p, fh.Size(), len(want))
+	}
+	var got bytes.Buffer
+	if _, err := io.CopyBuffer(&got, fh, make([]byte, 777)); err != nil || !bytes.Equal(got.Bytes(), want) {
+		t.Errorf("%s: reading it whole: %v, equal %v", p, err, bytes.Equal(got.Bytes(), want))
+	}
+	for _, off := range []int64{0, 1, 4095, 4096, 5000, int64(len(want)/2 - 3), int64(len(want) - 4097), int64(len(want) - 10)} {
+		buf := make([]byte, 4100)
+		n, err := fh.ReadAt(buf, off)
+		end := min(off+4100, int64(len(want)))
+		if int64(n) != end-off || !bytes.Equal(buf[:n], want[off:end]) || (end < off+4100 && err != io.EOF) {
+			t.Errorf("%s: ReadAt(%d): %d bytes, %v", p, off, n, err)
+		}
+	}
+}
+
+// walkSkip checks Walk from a subtree and fs.SkipDir.
+func walkSkip(t *testing.T, f *ext4.FS) {
+	t.Helper()
+	var first string
+	err := f.Walk("/usr", func(p string, fi *ext4.FileInfo, err error) error {
+		if first == "" {
+			first = p
+		}
+		if !strings.HasPrefix(p, "/usr") {
+			t.Errorf("Walk /usr visited %s", p)
+		}
+		if p == "/usr/bin" || p == "/usr/lib" {
+			return fs.SkipDir
+		}
+		if strings.HasPrefix(p, "/usr/bin/") || strings.HasPrefix(p, "/usr/lib/") {
+			t.Errorf("Walk visited %s after SkipDir", p)
+		}
+		return nil
+	})
+	if err != nil || first != "/usr" {
+		t.Errorf("Walk /usr: %v, first %q", err, first)
+	}
+	stop := errors.New("stop")
+	if err := f.Walk("/", func(string, *ext4.FileInfo, error) error { return stop }); err != stop {
+		t.Errorf("Walk did not return the callback's error: %v", err)
+	}
+}
