@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -45,6 +46,10 @@ func fxMkfsArgs(kind string) ([]string, error) {
 		return []string{"-b", "1024", "-i", "4096", "-O", "64bit"}, nil
 	case "tiny": // fuzzing seed: 1 KiB blocks, no journal, few inodes
 		return []string{"-b", "1024", "-I", "256", "-N", "128", "-m", "0", "-O", "^has_journal,^resize_inode"}, nil
+	}
+	// "small:<mkfs options>": the tiny tree on a filesystem with other features.
+	if opts, ok := strings.CutPrefix(kind, "small:"); ok {
+		return append([]string{"-b", "1024", "-I", "256", "-N", "256"}, strings.Fields(opts)...), nil
 	}
 	return nil, fmt.Errorf("unknown fixture kind %q", kind)
 }
@@ -103,7 +108,7 @@ func fixtureTree(kind string) []fxEntry {
 	ping := f("/usr/bin/ping", 70000)
 	ping.Perm = 0o755
 	ping.Xattrs = map[string][]byte{"security.capability": capNetRaw}
-	if kind == "tiny" {
+	if kind == "tiny" || strings.HasPrefix(kind, "small:") {
 		t := []fxEntry{
 			d("/etc", 0o755, 0, 0), f("/etc/hostname", 12), f("/etc/passwd", 900),
 			d("/usr", 0o755, 0, 0), d("/usr/bin", 0o755, 0, 0), l("/bin", "usr/bin"), ping,
@@ -133,6 +138,7 @@ func fixtureTree(kind string) []fxEntry {
 		{Path: "/usr/bin/python3", Type: 'h', Perm: 0o755, Target: "/usr/bin/python3.11"},
 		d("/usr/lib", 0o755, 0, 0), d("/usr/lib/x", 0o755, 0, 0),
 		l("/usr/lib/libc.so.6", "libc-2.36.so"), l("/usr/lib/libslow.so", slowTarget),
+		l("/etc/loop1", "loop2"), l("/etc/loop2", "/etc/loop1"),
 		d("/usr/lib/firmware", 0o755, 0, 0), f("/usr/lib/firmware/blob.bin", 3<<20+1234),
 		d("/opt", 0o755, 0, 0), f("/opt/big.bin", 5<<20),
 		d("/var", 0o755, 0, 0), d("/var/lib", 0o755, 0, 0),
@@ -221,7 +227,7 @@ func makeFixtureBytes(t testing.TB, kind string, size int64) string {
 	if err != nil {
 		t.Fatalf("building %s fixture of %d bytes: %v", kind, size, err)
 	}
-	dst := filepath.Join(t.TempDir(), kind+".img")
+	dst := filepath.Join(t.TempDir(), "fs.img")
 	if err := copySparse(cached, dst); err != nil {
 		t.Fatalf("copying fixture: %v", err)
 	}
@@ -235,7 +241,15 @@ func fxCached(kind string, size int64) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	img := filepath.Join(dir, fmt.Sprintf("%s-%d.img", kind, size))
+	name := strings.Map(func(r rune) rune {
+		if strings.ContainsRune("abcdefghijklmnopqrstuvwxyz0123456789-_^", r) {
+			return r
+		}
+		return '_'
+	}, kind)
+	h := fnv.New32a()
+	io.WriteString(h, kind)
+	img := filepath.Join(dir, fmt.Sprintf("%s-%08x-%d.img", name, h.Sum32(), size))
 	lock, err := os.OpenFile(img+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return "", err
@@ -290,7 +304,12 @@ func fxBuild(kind string, size int64, img string) error {
 	if err := os.Truncate(img, size); err != nil {
 		return err
 	}
-	args = append([]string{"-F", "-q", "-t", "ext4", "-U", "9c3a8a4e-5b7d-4c39-9d1e-0f2a6b1c7e55",
+	fstype := "ext4"
+	if i := slices.Index(args, "-t"); i >= 0 {
+		fstype = args[i+1]
+		args = slices.Delete(args, i, i+2)
+	}
+	args = append([]string{"-F", "-q", "-t", fstype, "-U", "9c3a8a4e-5b7d-4c39-9d1e-0f2a6b1c7e55",
 		"-E", "hash_seed=2f4c1b7a-3e5d-4a69-8b0c-1d2e3f405162", "-d", stage}, args...)
 	if out, err := exec.Command("mkfs.ext4", append(args, img)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("mkfs.ext4 %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -309,7 +328,7 @@ func fxBuild(kind string, size int64, img string) error {
 	if out, err := e2fsckRun(img); err != nil {
 		return fmt.Errorf("fresh fixture is not clean: %v\n%s", err, out)
 	}
-	if kind != "tiny" {
+	if kind != "tiny" && !strings.HasPrefix(kind, "small:") {
 		for _, dir := range fxHtreeDirs {
 			stdout, stderr, err := debugfsRun(img, "htree_dump "+dir)
 			if err != nil || !strings.Contains(stdout, "Root node dump") {

@@ -538,34 +538,29 @@ func (m model) sorted() []string {
 	return ps
 }
 
-// nlink returns the link count node n must have.
-func (m model) nlink(n *mNode) uint32 {
-	if n.Type == 'd' {
-		links := uint32(2)
-		for p, c := range m {
-			if c.Type == 'd' && m[path.Dir(p)] == n {
-				links++
+// links returns the link count every node must have.
+func (m model) links() map[*mNode]uint32 {
+	l := map[*mNode]uint32{}
+	for p, n := range m {
+		if n.Type == 'd' {
+			l[n] += 2
+			if p := path.Dir(p); p != "/" {
+				l[m[p]]++
 			}
+			continue
 		}
-		return links
+		l[n]++
 	}
-	links := uint32(0)
-	for _, c := range m {
-		if c == n {
-			links++
-		}
-	}
-	return links
+	return l
 }
 
-// isEmptyDir reports whether directory p has no children in the model.
-func (m model) isEmptyDir(p string) bool {
-	for q := range m {
-		if path.Dir(q) == p {
-			return false
-		}
+// children returns how many entries each directory holds.
+func (m model) children() map[string]int {
+	c := map[string]int{}
+	for p := range m {
+		c[path.Dir(p)]++
 	}
-	return true
+	return c
 }
 
 // modeOf returns the full i_mode of n.
