@@ -1,6 +1,7 @@
 package flash
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -21,17 +22,33 @@ type VerifyOptions struct {
 	Name string
 	// Progress, if set, is called with the number of bytes just read.
 	Progress func(n int64)
+	// Compare compares the bytes read with the image's own bytes instead
+	// of hashing them, when Source is a raw image: a stronger check that
+	// costs a memory compare instead of a sha256 per byte. Write uses it
+	// for the read-back, after checking the image against the .bmap's
+	// checksums while writing.
+	Compare bool
 }
 
-// Verify reads every range of checks from r and compares its sha256. The
-// first range that differs gives a *MismatchError, with the exact offset of
-// the first differing byte when o.Source is set.
+// Verify reads every range of checks from r and compares its sha256 (or,
+// with o.Compare and a raw o.Source, its bytes). The first range that
+// differs gives a *MismatchError, with the exact offset of the first
+// differing byte when o.Source is set.
 func Verify(ctx context.Context, r io.ReaderAt, checks []Check, o VerifyOptions) error {
 	type piece struct {
 		check int // index into checks
+		off   int64
 		buf   []byte
 		n     int
 		last  bool // last piece of its check
+	}
+	var img io.ReaderAt
+	if o.Compare && o.Source != nil {
+		img = o.Source.ReaderAt()
+	}
+	var imgBuf []byte
+	if img != nil {
+		imgBuf = make([]byte, chunkSize)
 	}
 	free := make(chan []byte, buffers)
 	for range buffers {
@@ -55,7 +72,7 @@ func Verify(ctx context.Context, r io.ReaderAt, checks []Check, o VerifyOptions)
 					return fmt.Errorf("reading %s at offset %d: %w", o.Name, off+int64(got), orEOF(err))
 				}
 				select {
-				case full <- piece{check: i, buf: buf, n: n, last: off+int64(n) >= c.End()}:
+				case full <- piece{check: i, off: off, buf: buf, n: n, last: off+int64(n) >= c.End()}:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -63,15 +80,25 @@ func Verify(ctx context.Context, r io.ReaderAt, checks []Check, o VerifyOptions)
 		}
 		return nil
 	})
-	g.Go(func() error { // hasher
+	g.Go(func() error { // hasher or comparer
 		h := sha256.New()
 		for p := range full {
-			h.Write(p.buf[:p.n])
+			if img != nil {
+				if _, err := img.ReadAt(imgBuf[:p.n], p.off); err != nil {
+					return fmt.Errorf("reading %s at offset %d: %w", o.Source.Path, p.off, err)
+				}
+				if !bytes.Equal(imgBuf[:p.n], p.buf[:p.n]) {
+					bad = p.check
+					return errMismatch
+				}
+			} else {
+				h.Write(p.buf[:p.n])
+			}
 			free <- p.buf
 			if o.Progress != nil {
 				o.Progress(int64(p.n))
 			}
-			if !p.last {
+			if !p.last || img != nil {
 				continue
 			}
 			sum := hex.EncodeToString(h.Sum(nil))

@@ -145,7 +145,7 @@ func Write(ctx context.Context, src *Source, dst *Target, o Options) (*Result, e
 	}
 	start = time.Now()
 	dst.dropCache()
-	vo := VerifyOptions{Source: src, Name: dst.Path}
+	vo := VerifyOptions{Source: src, Name: dst.Path, Compare: true}
 	if o.Progress != nil {
 		vo.Progress = func(n int64) { o.Progress("verify", n) }
 	}
