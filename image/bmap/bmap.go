@@ -10,12 +10,16 @@
 package bmap
 
 import (
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"fmt"
 	"hash"
 	"io"
+	"runtime"
 	"sort"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // Version is the bmap file format version this package writes.
@@ -155,7 +159,8 @@ func BlockRanges(byteRanges []ByteRange, imageSize int64, blockSize int) []Range
 // FromRanges computes the block map of the image img of imageSize bytes
 // whose data lies in byteRanges (for example the partition table, the FAT
 // and its allocated clusters, and the ext4 allocated blocks), reading the
-// mapped ranges to compute their sha256 checksums. blockSize 0 means
+// mapped ranges (in parallel; img must allow concurrent ReadAt, as
+// *os.File does) to compute their sha256 checksums. blockSize 0 means
 // DefaultBlockSize.
 func FromRanges(img io.ReaderAt, imageSize int64, blockSize int, byteRanges []ByteRange) (*Map, error) {
 	if blockSize == 0 {
@@ -166,13 +171,35 @@ func FromRanges(img io.ReaderAt, imageSize int64, blockSize int, byteRanges []By
 	}
 	m := &Map{ImageSize: imageSize, BlockSize: blockSize, ChecksumType: "sha256"}
 	m.Ranges = BlockRanges(byteRanges, imageSize, blockSize)
-	buf := make([]byte, 4<<20)
-	for i := range m.Ranges {
-		sum, err := m.checksum(img, m.Ranges[i], buf)
-		if err != nil {
-			return nil, fmt.Errorf("computing bmap: %w", err)
+	// Ranges are hashed in parallel, one buffer per worker.
+	work := make(chan int)
+	g, ctx := errgroup.WithContext(context.Background())
+	for range runtime.GOMAXPROCS(0) {
+		g.Go(func() error {
+			buf := make([]byte, 1<<20)
+			for i := range work {
+				sum, err := m.checksum(img, m.Ranges[i], buf)
+				if err != nil {
+					return fmt.Errorf("computing bmap: %w", err)
+				}
+				m.Ranges[i].SHA256 = sum
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		defer close(work)
+		for i := range m.Ranges {
+			select {
+			case work <- i:
+			case <-ctx.Done():
+				return nil
+			}
 		}
-		m.Ranges[i].SHA256 = sum
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	return m, nil
 }

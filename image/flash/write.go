@@ -63,6 +63,7 @@ type IncompleteError struct {
 	Err     error
 }
 
+// Error says what happened and that the card must be flashed again.
 func (e *IncompleteError) Error() string {
 	what := "failed"
 	if errors.Is(e.Err, context.Canceled) {
@@ -72,6 +73,7 @@ func (e *IncompleteError) Error() string {
 		e.Path, what, bmap.HumanSize(e.Written), e.Err)
 }
 
+// Unwrap returns the cause (context.Canceled for an interrupt).
 func (e *IncompleteError) Unwrap() error { return e.Err }
 
 // MismatchError reports a target whose bytes differ from the image.
@@ -83,6 +85,7 @@ type MismatchError struct {
 	Exact  bool
 }
 
+// Error names the target and the offset.
 func (e *MismatchError) Error() string {
 	if e.Exact {
 		return fmt.Sprintf("%s differs from the image at byte offset %d (0x%x)", e.Path, e.Offset, e.Offset)
