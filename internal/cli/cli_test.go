@@ -105,7 +105,7 @@ func TestCompletion(t *testing.T) {
 }
 
 func TestHelpHasExamples(t *testing.T) {
-	for _, cmd := range []string{"init", "completion", "version"} {
+	for _, cmd := range []string{"init", "build", "inspect", "completion", "version"} {
 		code, out, _ := run(t, nil, cmd, "--help")
 		if code != 0 || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help: exit %d, no examples:\n%s", cmd, code, out)

@@ -105,6 +105,7 @@ copying node-token.`,
 	root.PersistentFlags().BoolVarP(&g.verbose, "verbose", "v", false, "log what imgbake does")
 
 	root.AddCommand(a.initCommand(g))
+	root.AddCommand(a.buildCommand(g))
 	root.AddCommand(a.inspectCommand(g))
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.completionCommand())

@@ -1,0 +1,310 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/imgbake/imgbake/firstboot"
+	"github.com/imgbake/imgbake/image"
+	"github.com/imgbake/imgbake/internal/config"
+	"github.com/imgbake/imgbake/internal/k3s"
+	"github.com/imgbake/imgbake/internal/progress"
+	"github.com/imgbake/imgbake/internal/version"
+	"github.com/imgbake/imgbake/profiles"
+	"github.com/spf13/cobra"
+)
+
+type buildOptions struct {
+	profile, base, out, k3sBinary, airgap, size, compress, cacheDir, profilesDir string
+	all                                                                          bool
+}
+
+func (a *App) buildCommand(g *globals) *cobra.Command {
+	o := &buildOptions{}
+	cmd := &cobra.Command{
+		Use:   "build [--profile PROFILE] NODE... | --all",
+		Short: "Bake node images (out/NODE.img)",
+		Long: `build bakes one image per node from the base image: the k3s binary, its
+config (server, token, node name, labels, taints), systemd units, hostname,
+network, SSH keys and the kernel's cgroup flags. Flash it, boot, and the node
+joins the cluster.
+
+A node listed in the cluster file is built with its own settings and
+profile; a node that is not listed is built from --profile alone.
+
+Builds are reproducible: file times come from SOURCE_DATE_EPOCH when it is
+set, else from a fixed date derived from the inputs.`,
+		Example: `  imgbake build --profile server k1
+  imgbake build --profile worker k5 k6 k7
+  imgbake build --all --compress zst
+  imgbake build k2 --k3s-binary ./k3s-arm64 --airgap-images k3s-airgap-images-arm64.tar.zst`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.all && len(args) > 0 {
+				return usagef("give node names or --all, not both")
+			}
+			if !o.all && len(args) == 0 {
+				return usagef("name the node(s) to build (imgbake build --profile worker k5), or use --all")
+			}
+			return a.runBuild(cmd.Context(), g, o, args)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
+	f.BoolVar(&o.all, "all", false, "build every node in the cluster file")
+	f.StringVar(&o.base, "base", "", "base image (default: base: in the cluster file)")
+	f.StringVarP(&o.out, "out", "o", "", "output directory (default: output-dir: in the cluster file, or out)")
+	f.StringVar(&o.k3sBinary, "k3s-binary", "", "use this k3s binary instead of downloading the release (k3s-arm64 or k3s-armhf)")
+	f.StringVar(&o.airgap, "airgap-images", "", "preload this k3s airgap images tarball (k3s-airgap-images-<arch>.tar.zst)")
+	f.StringVar(&o.size, "size", "", "grow the image to at least this size (e.g. 4G, 8GiB); default: as needed")
+	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
+	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
+	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
+	return cmd
+}
+
+// job is one node to build.
+type job struct {
+	node    config.Node
+	profile *profiles.Profile
+}
+
+func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []string) error {
+	log := a.logger(g)
+	size, err := parseSize(o.size)
+	if err != nil {
+		return usageError{err}
+	}
+	if o.compress != "" && o.compress != "xz" && o.compress != "zst" {
+		return usagef("--compress %q: use xz or zst", o.compress)
+	}
+	epoch, err := a.sourceDateEpoch()
+	if err != nil {
+		return usageError{err}
+	}
+	c, err := loadCluster(g.config)
+	if err != nil {
+		return err
+	}
+	secrets, err := config.LoadSecrets(c.Path(c.SecretsFile))
+	if err != nil {
+		return err
+	}
+	jobs, err := a.jobs(c, o, args)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs { // refuse ARMv6 boards before any work
+		if _, err := firstboot.Check(firstboot.Input{Node: j.node}); err != nil {
+			return err
+		}
+	}
+	cacheDir, err := a.cacheDir(c, o)
+	if err != nil {
+		return err
+	}
+	basePath := firstNonEmpty(o.base, c.Path(c.Base))
+	if basePath == "" {
+		return usagef("no base image: set base: in %s or pass --base", c.File)
+	}
+	outDir := firstNonEmpty(o.out, c.Path(c.OutputDir))
+	if o.airgap != "" {
+		if err := k3s.CheckAirgap(o.airgap); err != nil {
+			return err
+		}
+	}
+
+	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log})
+	if err != nil {
+		return fmt.Errorf("preparing base image %s: %w", basePath, err)
+	}
+	info, err := image.Inspect(base.Path)
+	if err != nil {
+		return fmt.Errorf("inspecting base image %s: %w", basePath, err)
+	}
+	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
+	if err != nil {
+		return err
+	}
+	if epoch.IsZero() {
+		epoch = defaultEpoch(base, info)
+	}
+
+	inputs := make([]firstboot.Input, len(jobs))
+	var warnings []string
+	for i, j := range jobs {
+		inputs[i] = firstboot.Input{OS: info.OS, Cluster: c, Profile: j.profile, Node: j.node, Token: secrets.Token, K3sBinary: bin.Path, AirgapImages: o.airgap}
+		w, err := firstboot.Check(inputs[i])
+		if err != nil {
+			return err
+		}
+		for _, s := range w {
+			if !slices.Contains(warnings, s) {
+				warnings = append(warnings, s)
+			}
+		}
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(a.Stderr, "imgbake: warning: %s\n", w)
+	}
+	for i, j := range jobs {
+		p, err := firstboot.Plan(inputs[i])
+		if err != nil {
+			return fmt.Errorf("node %s: %w", j.node.Name, err)
+		}
+		res, err := image.Build(ctx, image.BuildOptions{
+			Base: base, Info: info, Plan: p, Size: size, Compress: o.compress, Epoch: epoch,
+			Output: filepath.Join(outDir, j.node.Name+".img"),
+			Meta: map[string]string{
+				"node": j.node.Name, "profile": j.profile.Name, "role": j.profile.Role,
+				"k3s_version": bin.Version, "k3s_sha256": bin.SHA256, "k3s_arch": bin.Arch,
+				"imgbake": version.String(), "source_date_epoch": strconv.FormatInt(epoch.Unix(), 10),
+			},
+			Progress: a.Stderr, Log: log,
+		})
+		if err != nil {
+			return fmt.Errorf("building %s: %w", j.node.Name, err)
+		}
+		fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+	}
+	return nil
+}
+
+// loadCluster reads the cluster file, with advice when there is none.
+func loadCluster(path string) (*config.Cluster, error) {
+	if _, err := os.Stat(path); os.IsNotExist(err) {
+		return nil, fmt.Errorf("no cluster file %s: run `imgbake init` to create one, or pass --config", path)
+	}
+	return config.Load(path)
+}
+
+// jobs resolves the nodes to build and their profiles.
+func (a *App) jobs(c *config.Cluster, o *buildOptions, args []string) ([]job, error) {
+	profDir := o.profilesDir
+	if profDir == "" {
+		profDir = c.Path(c.ProfilesDir)
+		if profDir == "" {
+			if d := c.Path(config.DefaultProfilesDir); fileExists(d) {
+				profDir = d
+			}
+		}
+	}
+	var nodes []config.Node
+	if o.all {
+		if len(c.Nodes) == 0 {
+			return nil, fmt.Errorf("--all: %s lists no nodes; add them under nodes:, or name a node: imgbake build --profile worker k5", c.File)
+		}
+		for i, n := range c.Nodes {
+			if o.profile != "" && n.Profile != "" && n.Profile != o.profile {
+				continue // --all --profile worker builds the workers
+			}
+			if n.Profile == "" && o.profile == "" {
+				return nil, fmt.Errorf("%s:%d: node %s has no profile: add profile: to it, or pass --profile", c.File, c.Line(fmt.Sprintf("nodes[%d]", i)), n.Name)
+			}
+			nodes = append(nodes, n)
+		}
+		if len(nodes) == 0 {
+			return nil, fmt.Errorf("--all --profile %s: no node in %s has that profile", o.profile, c.File)
+		}
+	}
+	seen := map[string]bool{}
+	for _, name := range args {
+		if seen[name] {
+			return nil, usagef("node %s named twice", name)
+		}
+		seen[name] = true
+		n, i, listed := c.Node(name)
+		switch {
+		case !listed:
+			if err := config.CheckHostname(name); err != nil {
+				return nil, usagef("node name: %v", err)
+			}
+			if o.profile == "" {
+				return nil, usagef("node %s is not in %s: give its profile (imgbake build --profile worker %s) or add it under nodes:", name, c.File, name)
+			}
+			nodes = append(nodes, config.Node{Name: name, Profile: o.profile})
+		case o.profile != "" && n.Profile != "" && n.Profile != o.profile:
+			return nil, fmt.Errorf("node %s is listed in %s:%d with profile %s, not %s: drop --profile, or change its profile in the cluster file", name, c.File, c.Line(fmt.Sprintf("nodes[%d].profile", i)), n.Profile, o.profile)
+		case n.Profile == "" && o.profile == "":
+			return nil, usagef("node %s has no profile in %s: add profile: to it, or pass --profile", name, c.File)
+		default:
+			nodes = append(nodes, *n)
+		}
+	}
+	loaded := map[string]*profiles.Profile{}
+	jobs := make([]job, 0, len(nodes))
+	for _, n := range nodes {
+		pname := firstNonEmpty(n.Profile, o.profile)
+		p, ok := loaded[pname]
+		if !ok {
+			var err error
+			if p, err = profiles.Load(pname, profDir); err != nil {
+				return nil, err
+			}
+			loaded[pname] = p
+		}
+		n.Profile = pname
+		jobs = append(jobs, job{node: n, profile: p})
+	}
+	return jobs, nil
+}
+
+func (a *App) cacheDir(c *config.Cluster, o *buildOptions) (string, error) {
+	return a.defaultCacheDir(firstNonEmpty(o.cacheDir, a.expandHome(c.Path(c.CacheDir))))
+}
+
+func (a *App) k3sBinary(ctx context.Context, c *config.Cluster, o *buildOptions, cacheDir, arch string, log *slog.Logger) (*k3s.Binary, error) {
+	if o.k3sBinary != "" {
+		b, err := k3s.Local(o.k3sBinary, arch)
+		if err != nil {
+			return nil, err
+		}
+		b.Version = "local"
+		return b, nil
+	}
+	f := &k3s.Fetcher{BaseURL: c.K3s.ReleaseURL, CacheDir: cacheDir, Progress: a.Stderr, Log: log}
+	return f.Fetch(ctx, c.K3s.Version, arch)
+}
+
+// parseSize reads 4G, 4GiB, 512M, 8000000000 (powers of 1024 for suffixes).
+func parseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n <= 0 || n*float64(mult) > 1<<50 {
+		return 0, fmt.Errorf("--size %q: expected a size such as 4G or 8GiB", s)
+	}
+	return int64(n * float64(mult)), nil
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
