@@ -54,3 +54,34 @@ func TestSystemDiskRefused(t *testing.T) {
 		t.Errorf("CheckDevice(%s) = %v, want a refusal: it holds /", src, err)
 	}
 }
+
+// TestMountedDeviceRefused mounts a filesystem on a loop device and checks
+// that it is refused with the unmount command, and that the device cannot
+// be opened for writing either (O_EXCL).
+func TestMountedDeviceRefused(t *testing.T) {
+	need(t, "mkfs.ext4", "mount", "umount")
+	dir := t.TempDir()
+	target, isFile := randomTarget(t, dir, 16<<20)
+	if isFile {
+		t.Skip("no loop device available (needs root and losetup)")
+	}
+	run(t, "mkfs.ext4", "-q", target)
+	mnt := dir + "/mnt point"
+	os.Mkdir(mnt, 0o755)
+	if out, err := exec.Command("mount", target, mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount here: %v %s", err, out)
+	}
+	defer exec.Command("umount", mnt).Run()
+	d, err := LookupDevice(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = CheckDevice(d, 1<<20, CheckOptions{Force: true})
+	want := target + " on " + mnt + "); unmount them first: sudo umount " + target
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("mounted device: err = %v, want it to contain %q", err, want)
+	}
+	if _, err := OpenTarget(target, TargetOptions{}); err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Errorf("OpenTarget of a mounted device = %v, want a busy error", err)
+	}
+}
