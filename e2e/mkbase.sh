@@ -24,7 +24,6 @@ set -euo pipefail
 
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
-SECURITY=http://deb.debian.org/debian-security
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Userland: the essential set plus what a Raspberry Pi OS Lite node boots with.
 PACKAGES="?essential usr-is-merged systemd systemd-sysv udev dbus kmod
@@ -59,7 +58,9 @@ aptc() { APT_CONFIG="$C/apt.conf" "$@"; }
 # dpkg architectures and package lists are left alone).
 fetch() {
 	arch_vars "$1"
-	local want="$SUITE $PACKAGES $KPKG"
+	# The point release and its updates (no -security: a boot fixture needs
+	# no security fixes, and one suite less is one mirror sync less to hit).
+	local want="$MIRROR $SUITE $SUITE-updates $PACKAGES $KPKG"
 	if [ -f "$C/fetched" ] && [ "$(cat "$C/fetched")" = "$want" ]; then
 		return 0
 	fi
@@ -71,7 +72,6 @@ fetch() {
 	cat >"$C/etc/apt/sources.list" <<-EOF
 	deb [arch=$1 signed-by=$KEYRING] $MIRROR $SUITE main
 	deb [arch=$1 signed-by=$KEYRING] $MIRROR $SUITE-updates main
-	deb [arch=$1 signed-by=$KEYRING] $SECURITY $SUITE-security main
 	EOF
 	cat >"$C/apt.conf" <<-EOF
 	Dir "$C/";
@@ -82,7 +82,13 @@ fetch() {
 	APT::Sandbox::User "root";
 	Debug::NoLocking "true";
 	EOF
-	aptc apt-get -qq update
+	# A mirror caught mid-sync fails the update; it is fine a moment later.
+	local try
+	for try in 1 2 3 4; do
+		aptc apt-get -qq update && break
+		[ "$try" = 4 ] && die "apt-get update failed: check the network or the Debian mirror"
+		sleep $((try * 10))
+	done
 	# shellcheck disable=SC2086
 	aptc apt-get -qq -y install --download-only $PACKAGES >/dev/null
 	local kver
