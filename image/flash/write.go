@@ -199,7 +199,7 @@ func (w *writer) write(ctx context.Context, free chan<- []byte, full <-chan chun
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if c.off+int64(c.n) > w.dst.Size {
+		if !w.dst.Regular && c.off+int64(c.n) > w.dst.Size {
 			return fmt.Errorf("%s (%s) is smaller than the image: use a larger card", w.dst.Path, bmap.HumanSize(w.dst.Size))
 		}
 		if _, err := w.dst.WriteAt(c.buf[:c.n], c.off); err != nil {

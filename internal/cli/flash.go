@@ -242,6 +242,9 @@ func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image stri
 	if err != nil {
 		return false, err
 	}
+	if ist, err := os.Stat(image); err == nil && os.SameFile(st, ist) {
+		return false, fmt.Errorf("%s is the image itself: give a card or another file", path)
+	}
 	if st.Mode().IsRegular() {
 		if !o.allowFile {
 			return false, fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into it", path)

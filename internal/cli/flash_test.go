@@ -147,6 +147,20 @@ func TestFlashCompressedByPath(t *testing.T) {
 	if !mappedEqual(t, image, target, m) {
 		t.Error("target's mapped ranges differ from the image")
 	}
+	// Without the .bmap a compressed image's size is only known at its
+	// end: the whole stream goes into a new file.
+	whole := filepath.Join(dir, "whole.img")
+	if code, _, errOut := runWith(t, "", "flash", "--allow-file", "--no-bmap", image+".zst", whole); code != 0 {
+		t.Fatalf("flash .zst --no-bmap: exit %d %s", code, errOut)
+	}
+	a, _ := os.ReadFile(image)
+	b, _ := os.ReadFile(whole)
+	if !bytes.Equal(a, b) {
+		t.Errorf("whole-image flash of .zst: %d bytes differ from the %d-byte image", len(b), len(a))
+	}
+	if code, _, errOut := runWith(t, "", "flash", "--allow-file", image, image); code != 1 || !strings.Contains(errOut, "the image itself") {
+		t.Errorf("flash an image onto itself: exit %d %q", code, errOut)
+	}
 }
 
 // TestFlashDevice flashes to a loop device (root only): refused as not
