@@ -225,9 +225,26 @@ func TestBuildEndToEnd(t *testing.T) {
 			t.Fatal("the token was printed")
 		}
 	}
-	code, out2, _ := run(t, env, "build", "-c", cfg, "--profile", "worker", "k9")
+	// An unlisted node, with a local k3s binary, airgap images and --size.
+	armhf := filepath.Join(dir, "k3s-armhf")
+	os.WriteFile(armhf, crossELF(t, "armhf"), 0o755)
+	if code, _, e := run(t, env, "build", "-c", cfg, "--profile", "worker", "--k3s-binary", armhf, "k9"); code != 1 || !strings.Contains(e, "use the k3s-arm64 binary") {
+		t.Errorf("armhf k3s for an arm64 image: %d %s", code, e)
+	}
+	arm64 := filepath.Join(dir, "k3s-arm64")
+	os.WriteFile(arm64, crossELF(t, "arm64"), 0o755)
+	airgap := filepath.Join(dir, "k3s-airgap-images-arm64.tar")
+	os.WriteFile(airgap, bytes.Repeat([]byte("airgap"), 1000), 0o644)
+	code, out2, e2 := run(t, env, "build", "-c", cfg, "--profile", "worker", "--k3s-binary", arm64, "--airgap-images", airgap, "--size", "512M", "k9")
 	if code != 0 || !strings.Contains(out2, "k9") {
-		t.Fatalf("unlisted node from profile: %d %s", code, out2)
+		t.Fatalf("unlisted node from profile: %d %s %s", code, out2, e2)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "out", "k9.img")); err != nil || st.Size() < 512<<20 {
+		t.Errorf("--size 512M: %v", err)
+	}
+	k9root := extract(t, filepath.Join(dir, "out", "k9.img"), partitions(t, filepath.Join(dir, "out", "k9.img"))[1])
+	if st := debugfsStat(t, k9root, "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-arm64.tar"); !strings.Contains(st, "Size: 6000") {
+		t.Errorf("airgap images:\n%s", st)
 	}
 	for _, node := range []string{"k1", "k5", "k9"} {
 		img := filepath.Join(dir, "out", node+".img")
