@@ -54,6 +54,15 @@ set, else from a fixed date derived from the inputs.`,
 			return a.runBuild(cmd.Context(), g, o, args)
 		},
 	}
+	cmd.ValidArgsFunction = func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+		var names []string
+		if c, err := config.Load(g.config); err == nil {
+			for _, n := range c.Nodes {
+				names = append(names, n.Name)
+			}
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
 	f := cmd.Flags()
 	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
 	f.BoolVar(&o.all, "all", false, "build every node in the cluster file")
@@ -65,6 +74,14 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
+	cmd.RegisterFlagCompletionFunc("profile", func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+		dir := o.profilesDir
+		if c, err := config.Load(g.config); err == nil && dir == "" {
+			dir = firstNonEmpty(c.Path(c.ProfilesDir), c.Path(config.DefaultProfilesDir))
+		}
+		names, _ := profiles.List(dir)
+		return names, cobra.ShellCompDirectiveNoFileComp
+	})
 	return cmd
 }
 

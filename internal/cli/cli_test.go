@@ -112,3 +112,19 @@ func TestHelpHasExamples(t *testing.T) {
 		}
 	}
 }
+
+func TestCompletesProfilesAndNodes(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "imgbake.yaml")
+	if code, _, e := run(t, nil, "init", "--config", cfg); code != 0 {
+		t.Fatal(e)
+	}
+	code, out, _ := run(t, nil, "__complete", "build", "-c", cfg, "--profile", "")
+	if code != 0 || !strings.Contains(out, "server\n") || !strings.Contains(out, "worker\n") {
+		t.Errorf("profile completion: %q", out)
+	}
+	code, out, _ = run(t, nil, "__complete", "build", "-c", cfg, "")
+	if code != 0 || !strings.Contains(out, "k1\nk2\nk3\n") {
+		t.Errorf("node completion: %q", out)
+	}
+}
