@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -128,6 +129,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	basePath := firstNonEmpty(o.base, c.Path(c.Base))
 	if basePath == "" {
 		return usagef("no base image: set base: in %s or pass --base", c.File)
+	}
+	if _, err := os.Stat(basePath); err != nil {
+		return fmt.Errorf("base image %s: %w; download one (Raspberry Pi OS Lite: https://www.raspberrypi.com/software/operating-systems/) and set base: in %s, or pass --base", basePath, errors.Unwrap(err), c.File)
 	}
 	outDir := firstNonEmpty(o.out, c.Path(c.OutputDir))
 	if o.airgap != "" {
