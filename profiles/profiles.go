@@ -113,6 +113,23 @@ func reserved(key string) string {
 	return ""
 }
 
+// serverOnly reports whether a config.yaml key is a flag of k3s server that
+// k3s agent does not have.
+func serverOnly(key string) bool {
+	switch key {
+	case "cluster-init", "cluster-reset", "disable", "tls-san", "write-kubeconfig", "write-kubeconfig-mode",
+		"write-kubeconfig-group", "cluster-cidr", "service-cidr", "cluster-dns", "cluster-domain",
+		"flannel-backend", "flannel-ipv6-masq", "disable-network-policy", "disable-helm-controller",
+		"disable-kube-proxy", "disable-cloud-controller", "disable-scheduler", "disable-apiserver",
+		"disable-controller-manager", "disable-etcd", "datastore-endpoint", "secrets-encryption",
+		"kube-apiserver-arg", "kube-controller-manager-arg", "kube-scheduler-arg",
+		"kube-cloud-controller-manager-arg", "etcd-arg", "embedded-registry", "service-node-port-range",
+		"egress-selector-mode", "advertise-address", "advertise-port", "https-listen-port":
+		return true
+	}
+	return strings.HasPrefix(key, "etcd-")
+}
+
 var (
 	nameRE  = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$`)
 	k3sKey  = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
@@ -222,6 +239,8 @@ func (p *Profile) check(d *config.Doc, dir string) {
 			d.Errorf(f, "%q is not a k3s flag name (lower-case, '-' between words, no leading --)", k)
 		} else if why := reserved(k); why != "" {
 			d.Errorf(f, "imgbake sets %s itself: %s", k, why)
+		} else if p.Role == Agent && serverOnly(k) {
+			d.Errorf(f, "%s is a k3s server setting; an agent (role: agent) does not accept it", k)
 		} else if _, ok := v.(map[string]any); ok {
 			d.Errorf(f, "expected a value or a list, found fields")
 		}

@@ -103,3 +103,12 @@ tains: []
 		}
 	}
 }
+
+func TestAgentRefusesServerKeys(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte("role: agent\nk3s:\n  disable: [traefik]\n  etcd-snapshot-retention: 3\n  kubelet-arg: [a=b]\n"), 0o644)
+	_, err := Load("edge", dir)
+	if err == nil || !strings.Contains(err.Error(), "edge.yaml:3: k3s.disable: disable is a k3s server setting") || !strings.Contains(err.Error(), "k3s.etcd-snapshot-retention") || strings.Contains(err.Error(), "kubelet-arg") {
+		t.Errorf("agent with server keys: %v", err)
+	}
+}
