@@ -366,6 +366,14 @@ func TestBuildCloudInit(t *testing.T) {
 			t.Errorf("%s lacks %q:\n%s", file, want, got)
 		}
 	}
+	// Reproducible by default: no SOURCE_DATE_EPOCH, same bytes.
+	first, _ := os.ReadFile(img)
+	if code, _, e := run(t, env, "build", "-c", cfg, "k1"); code != 0 {
+		t.Fatalf("rebuild: %s", e)
+	}
+	if second, _ := os.ReadFile(img); !bytes.Equal(first, second) {
+		t.Error("two builds without SOURCE_DATE_EPOCH differ")
+	}
 	code, out, e := run(t, env, "build", "-c", cfg, "--compress", "zst", "k5")
 	if code != 0 || !strings.Contains(out, "k5.img.zst") {
 		t.Fatalf("build --compress zst: %d %s %s", code, out, e)
