@@ -405,3 +405,31 @@ func TestBuildReleaseErrors(t *testing.T) {
 		t.Errorf("readable secrets: %d %s", code, e)
 	}
 }
+
+// TestBuildArmhfWarnsOnce builds two unlisted nodes (no model) from the
+// 32-bit HypriotOS base with an armhf release: the ARMv6 warning is printed
+// once, and the HypriotOS cloud-init seeds name each node.
+func TestBuildArmhfWarnsOnce(t *testing.T) {
+	fixture.RequireTools(t, "e2fsck", "debugfs", "fsck.vfat", "mtype")
+	base := fixture.Cached(t, fixture.HypriotOSArmhf)
+	srv := fakeRelease(t, map[string][]byte{"armhf": crossELF(t, "armhf")})
+	dir, cfg, token := clusterDir(t, base, srv.URL)
+	code, out, e := run(t, map[string]string{"HOME": dir}, "build", "-c", cfg, "--profile", "worker", "k8", "k9")
+	if code != 0 {
+		t.Fatalf("build: %d %s", code, e)
+	}
+	if n := strings.Count(e, "warning:"); n != 1 || !strings.Contains(e, "ARMv7") {
+		t.Errorf("want one ARMv6 warning, got %d:\n%s", n, e)
+	}
+	if !strings.Contains(out, "k8: ") || !strings.Contains(out, "k9: ") {
+		t.Errorf("stdout: %s", out)
+	}
+	for _, node := range []string{"k8", "k9"} {
+		img := filepath.Join(dir, "out", node+".img")
+		checkImage(t, img, node, token)
+		boot := extract(t, img, partitions(t, img)[0])
+		if ud := tool(t, "mtype", "-i", boot, "::/user-data"); !strings.Contains(ud, "hostname: "+node) {
+			t.Errorf("%s user-data:\n%s", node, ud)
+		}
+	}
+}
