@@ -28,6 +28,9 @@ func openDevice(path string) (*os.File, bool, error) {
 	if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EAGAIN) {
 		return nil, false, fmt.Errorf("%s is busy: run `diskutil unmountDisk %s` and try again", path, path)
 	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return nil, false, fmt.Errorf("opening %s: %w: run imgbake with sudo", path, err)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("opening target: %w", err)
 	}

@@ -23,6 +23,9 @@ func openDevice(path string) (*os.File, bool, error) {
 	if errors.Is(err, unix.EBUSY) {
 		return nil, false, fmt.Errorf("%s is busy (mounted, or used by LVM, RAID or another program): unmount it or stop the program, then try again", path)
 	}
+	if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+		return nil, false, fmt.Errorf("opening %s: %w: run imgbake as root (sudo) or as a member of the disk group", path, err)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("opening target: %w", err)
 	}

@@ -65,12 +65,12 @@ type IncompleteError struct {
 
 // Error says what happened and that the card must be flashed again.
 func (e *IncompleteError) Error() string {
-	what := "failed"
+	what, cause := "failed", ": "+e.Err.Error()
 	if errors.Is(e.Err, context.Canceled) {
-		what = "was interrupted"
+		what, cause = "was interrupted", ""
 	}
-	return fmt.Sprintf("writing %s %s after %s: it now holds an incomplete image that will not boot; flash it again before use: %v",
-		e.Path, what, bmap.HumanSize(e.Written), e.Err)
+	return fmt.Sprintf("writing %s %s after %s: it now holds an incomplete image that will not boot; flash it again before use%s",
+		e.Path, what, bmap.HumanSize(e.Written), cause)
 }
 
 // Unwrap returns the cause (context.Canceled for an interrupt).
@@ -129,8 +129,11 @@ func Write(ctx context.Context, src *Source, dst *Target, o Options) (*Result, e
 	start := time.Now()
 	w := &writer{src: src, dst: dst, o: o, log: log, checks: checks, whole: o.Map == nil}
 	if err := w.run(ctx); err != nil {
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			err = errors.Join(err, cerr)
+		}
 		if ctx.Err() != nil || w.written > 0 {
-			return nil, &IncompleteError{Path: dst.Path, Written: w.written, Err: errors.Join(err, ctx.Err())}
+			return nil, &IncompleteError{Path: dst.Path, Written: w.written, Err: err}
 		}
 		return nil, err
 	}
