@@ -163,6 +163,10 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 		if !errors.As(err, &me) || !me.Exact || me.Offset != flip {
 			t.Errorf("Verify with %s = %v, want a mismatch at exactly offset %d", image, err, flip)
 		}
+		err = Verify(context.Background(), tgt, checks, VerifyOptions{Source: src, Name: target, Compare: true})
+		if !errors.As(err, &me) || !me.Exact || me.Offset != flip {
+			t.Errorf("Verify comparing with %s = %v, want a mismatch at exactly offset %d", image, err, flip)
+		}
 		if err := Verify(context.Background(), tgt, checks, VerifyOptions{Name: target}); !errors.As(err, &me) || me.Offset != c.Offset {
 			t.Errorf("Verify without image = %v, want a mismatch in the range at %d", err, c.Offset)
 		}
