@@ -2,13 +2,18 @@ package ext4_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgbake/imgbake/image/ext4"
 )
@@ -207,4 +212,166 @@ func walkSkip(t *testing.T, f *ext4.FS) {
 	if err := f.Walk("/", func(string, *ext4.FileInfo, error) error { return stop }); err != stop {
 		t.Errorf("Walk did not return the callback's error: %v", err)
 	}
+}
+
+// fuzzSeeds returns the seed images: the tiny fixture with and without
+// metadata checksums, one edited by the package (deeper extent tree, xattr
+// block, more directory entries), and copies with chosen metadata damaged.
+func fuzzSeeds(t testing.TB) [][]byte {
+	t.Helper()
+	const size = 512 << 10
+	plain := makeFixtureBytes(t, "small:-N 128 -m 0 -O ^has_journal,^resize_inode,^metadata_csum", size)
+	csum := makeFixtureBytes(t, "tiny", size)
+	edited := makeFixtureBytes(t, "tiny", size)
+	w := newWriter(t, edited, "tiny")
+	for i := range 8 {
+		w.writeFile(fmt.Sprintf("/dir/x%02d", i), fxBytes(fmt.Sprint(i), 1024), ext4.Attr{Mode: 0o644})
+	}
+	for i := 0; i < 8; i += 2 {
+		w.remove(fmt.Sprintf("/dir/x%02d", i))
+	}
+	w.writeFile("/dir/frag", fxBytes("frag", 12*1024), ext4.Attr{Mode: 0o644})
+	w.setXattr("/etc/hostname", "user.block", fxBytes("xb", 500))
+	w.close()
+	var seeds [][]byte
+	for _, img := range []string{plain, csum, edited} {
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds = append(seeds, b)
+	}
+	for _, img := range []string{plain, csum} {
+		seeds = append(seeds, damagedSeeds(t, img)...)
+	}
+	return seeds
+}
+
+// damagedSeeds returns copies of img with one piece of metadata damaged
+// each: superblock geometry, an extent header, sizes, a directory record,
+// an htree root, an xattr entry, and a directory cycle.
+func damagedSeeds(t testing.TB, img string) [][]byte {
+	t.Helper()
+	orig, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bs, sb = 1024, 1024
+	inodeAt := func(p string) int {
+		ino := debugfsStat(t, img, p).Ino
+		m := regexp.MustCompile(`located at block (\d+), offset 0x([0-9a-f]+)`).FindStringSubmatch(debugfsCmd(t, img, fmt.Sprintf("imap <%d>", ino)))
+		if m == nil {
+			t.Fatalf("debugfs imap %s: no location", p)
+		}
+		b, _ := strconv.ParseInt(m[1], 10, 64)
+		o, _ := strconv.ParseInt(m[2], 16, 64)
+		return int(b*bs + o)
+	}
+	blockOf := func(p string) int {
+		out := strings.TrimSpace(debugfsCmd(t, img, "bmap "+dq(p)+" 0"))
+		b, err := strconv.Atoi(out)
+		if err != nil {
+			t.Fatalf("debugfs bmap %s: %q", p, out)
+		}
+		return b * bs
+	}
+	acl := func(p string) int {
+		m := regexp.MustCompile(`File ACL: (\d+)`).FindStringSubmatch(debugfsCmd(t, img, "stat "+dq(p)))
+		n, _ := strconv.Atoi(m[1])
+		return n * bs
+	}
+	root, dir, slow, ping := inodeAt("/"), inodeAt("/dir"), inodeAt("/usr/bin/slow"), inodeAt("/usr/bin/ping")
+	dirBlock, etcBlock, shadowXattr := blockOf("/dir"), blockOf("/etc"), acl("/etc/shadow")
+	le32 := binary.LittleEndian.PutUint32
+	le16 := binary.LittleEndian.PutUint16
+	edits := []func(b []byte){
+		func(b []byte) { le32(b[sb+24:], 7) },                            // s_log_block_size
+		func(b []byte) { le32(b[sb+32:], 0) },                            // s_blocks_per_group
+		func(b []byte) { le32(b[sb+40:], 0) },                            // s_inodes_per_group
+		func(b []byte) { le16(b[sb+88:], 7) },                            // s_inode_size
+		func(b []byte) { le32(b[sb+20:], 1000) },                         // s_first_data_block
+		func(b []byte) { le16(b[sb+0xFE:], 0xFFFF) },                     // s_desc_size
+		func(b []byte) { le32(b[sb+4:], 0xFFFFFFFF) },                    // s_blocks_count
+		func(b []byte) { le16(b[root+40+6:], 5) },                        // root extent depth
+		func(b []byte) { le16(b[root+40+2:], 0xFFFF) },                   // root extent entries
+		func(b []byte) { le32(b[root+4:], 0); le32(b[root+108:], 1<<8) }, // root size 1 TiB
+		func(b []byte) { le16(b[dirBlock+4:], 0) },                       // first rec_len 0
+		func(b []byte) { b[dirBlock+30] = 5 },                            // htree indirect levels
+		func(b []byte) { le16(b[dirBlock+34:], 0xFFFF) },                 // htree count
+		func(b []byte) { le32(b[dirBlock+36:], 0xFFFFFF) },               // htree first block
+		func(b []byte) { le32(b[slow+4:], 1<<31) },                       // slow symlink size
+		func(b []byte) { le16(b[ping+128:], 250) },                       // i_extra_isize
+		func(b []byte) { le32(b[shadowXattr+32+8:], 1<<24) },             // xattr value size
+		func(b []byte) { le16(b[shadowXattr+32+2:], 0xFFF0) },            // xattr value offset
+		func(b []byte) { le32(b[dir+40+12+8:], 0xFFFFFFFF) },             // /dir extent start
+		func(b []byte) { le32(b[dirBlock+40:], 2) },                      // a /dir entry back to the root
+	}
+	var seeds [][]byte
+	for _, e := range edits {
+		b := bytes.Clone(orig)
+		e(b)
+		seeds = append(seeds, b)
+	}
+	return seeds
+}
+
+// FuzzOpenRead feeds damaged filesystems to Open and the whole read side
+// (walk, stat, read every file, list xattrs, allocated ranges): errors are
+// expected, panics and hangs are bugs.
+func FuzzOpenRead(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			readEverything(data)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("reading a %d-byte image did not finish in 10 s", len(data))
+		}
+	})
+}
+
+// readEverything opens data read-only and reads all it can.
+func readEverything(data []byte) {
+	f, err := ext4.Open(bytes.NewReader(data), 0, int64(len(data)), &ext4.Options{ReadOnly: true})
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	n := 0
+	buf := make([]byte, 4096)
+	f.Walk("/", func(p string, fi *ext4.FileInfo, err error) error {
+		if n++; n > 2000 {
+			return errors.New("enough")
+		}
+		if err != nil {
+			return nil
+		}
+		f.Stat(p)
+		f.ListXattrs(p)
+		f.Getxattr(p, "security.capability")
+		switch {
+		case fi.IsSymlink():
+			f.Readlink(p)
+		case fi.IsDir():
+			f.ReadDir(p)
+		case fi.IsRegular():
+			if fh, err := f.Open(p); err == nil {
+				io.Copy(io.Discard, io.LimitReader(fh, 1<<20))
+				fh.ReadAt(buf, fh.Size()/2)
+				fh.Close()
+			}
+			if fi.Size < 1<<20 {
+				f.ReadFile(p)
+			}
+		}
+		return nil
+	})
+	f.AllocatedRanges()
+	f.FreeBytes()
 }
