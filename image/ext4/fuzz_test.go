@@ -304,7 +304,8 @@ func damagedSeeds(t testing.TB, img string) [][]byte {
 		func(b []byte) { le32(b[shadowXattr+32+8:], 1<<24) },             // xattr value size
 		func(b []byte) { le16(b[shadowXattr+32+2:], 0xFFF0) },            // xattr value offset
 		func(b []byte) { le32(b[dir+40+12+8:], 0xFFFFFFFF) },             // /dir extent start
-		func(b []byte) { le32(b[dirBlock+40:], 2) },                      // a /dir entry back to the root
+		func(b []byte) { le32(b[dirBlock+40:], 0xFFFFFFFF) },             // htree entry hash
+		func(b []byte) { le32(b[etcBlock+24:], 2); b[etcBlock+31] = 2 },  // /etc/<first> is the root: a cycle
 	}
 	var seeds [][]byte
 	for _, e := range edits {
