@@ -28,6 +28,18 @@ func TestBoot(t *testing.T) {
 			e.testHandInstalled(t, arch)
 		})
 	}
+	t.Run("baked/arm64/server-reboot", func(t *testing.T) {
+		t.Parallel()
+		e.testBakedNode(t, "arm64", "k1", false)
+	})
+	t.Run("baked/arm64/worker-power-cut", func(t *testing.T) {
+		t.Parallel()
+		e.testBakedNode(t, "arm64", "k5", true)
+	})
+	t.Run("baked/armhf/worker", func(t *testing.T) {
+		t.Parallel()
+		e.testBakedOnce(t, "armhf", "k5")
+	})
 }
 
 // testContext ends a minute before the test binary's deadline, so that
@@ -60,8 +72,11 @@ func (e *env) boot(ctx context.Context, t *testing.T, name, arch, disk string) (
 		}
 		t.Fatal(err)
 	}
-	t.Logf("%s: stand-in k3s ready %s after QEMU started", name, elapsedSince(t0))
-	return v, v.snapshot(), spec
+	rec := v.snapshot()
+	t.Logf("%s: stand-in k3s ready %s after QEMU started: role=%s hostname=%s config.yaml=%s marker_prev=%s firstboot=%q",
+		name, elapsedSince(t0), rec["role"], rec["hostname"], rec["config_mode"], rec["marker_prev"],
+		strings.ReplaceAll(rec["firstboot_unit"], "\n", " "))
+	return v, rec, spec
 }
 
 // expect is what a node's stand-in k3s must have reported.
@@ -85,7 +100,7 @@ func checkNode(t *testing.T, rec map[string]string, spec bootSpec, x expect) {
 	cfg := rec["config"] + "\n" + rec["config_d"]
 	for _, line := range x.Config {
 		if !strings.Contains(cfg, line) {
-			t.Errorf("k3s config lacks %q; it is:\n%s", line, cfg)
+			t.Errorf("k3s config lacks %q; it is:\n%s", line, redactToken(cfg))
 		}
 	}
 	if want := spec.Cmdline + " console=ttyAMA0"; rec["cmdline"] != want {
@@ -94,6 +109,17 @@ func checkNode(t *testing.T, rec map[string]string, spec bootSpec, x expect) {
 	if !hasWord(rec["cgroup_controllers"], "memory") {
 		t.Errorf("cgroup controllers %q lack memory", rec["cgroup_controllers"])
 	}
+}
+
+// redactToken hides the join token when a config is shown.
+func redactToken(cfg string) string {
+	lines := strings.Split(cfg, "\n")
+	for i, l := range lines {
+		if k, _, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "token" {
+			lines[i] = k + ": <redacted>"
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 func hasWord(s, w string) bool {

@@ -46,6 +46,7 @@ type env struct {
 	standin map[string]*lazy
 	base    map[string]*lazy
 	withK3s map[string]*lazy
+	baked   map[string]*lazy
 	imgbake lazy
 }
 
@@ -61,9 +62,10 @@ func newEnv(t *testing.T) *env {
 		repo:    repo,
 		boots:   make(chan struct{}, n),
 		standin: map[string]*lazy{}, base: map[string]*lazy{}, withK3s: map[string]*lazy{},
+		baked: map[string]*lazy{},
 	}
 	for _, a := range arches() {
-		e.standin[a], e.base[a], e.withK3s[a] = &lazy{}, &lazy{}, &lazy{}
+		e.standin[a], e.base[a], e.withK3s[a], e.baked[a] = &lazy{}, &lazy{}, &lazy{}, &lazy{}
 	}
 	return e
 }

@@ -8,9 +8,10 @@
 //
 // (keys: boot_id, argv, role, config, config_mode, config_d, hostname,
 // cmdline, cgroup_controllers, firstboot_stamp, firstboot_unit, marker_prev,
-// marker, ready), keeps a boot counter in a marker file under
-// /var/lib/rancher/k3s that it fsyncs (file and directory) before it tells
-// systemd READY=1, and then stays up until SIGTERM, like k3s.
+// marker, notify, ready), keeps a boot counter in a marker file under
+// /var/lib/rancher/k3s that it fsyncs (file and directory) before it reports
+// ready (telling systemd READY=1 when the unit is Type=notify), and then
+// stays up until SIGTERM, like k3s.
 package main
 
 import (
@@ -108,8 +109,14 @@ func run(out io.Writer, argv []string) error {
 	emit(out, "marker_prev", strconv.Itoa(prev))
 	emit(out, "marker", strconv.Itoa(prev+1))
 
-	if err := notify("READY=1"); err != nil {
+	// k3s's install.sh makes servers Type=notify and agents Type=exec: only
+	// the former get a $NOTIFY_SOCKET.
+	if os.Getenv("NOTIFY_SOCKET") == "" {
+		emit(out, "notify", "no NOTIFY_SOCKET")
+	} else if err := notify("READY=1"); err != nil {
 		return fmt.Errorf("notifying systemd: %w", err)
+	} else {
+		emit(out, "notify", "READY=1 sent")
 	}
 	emit(out, "ready", role)
 	<-ctx.Done()
@@ -230,9 +237,6 @@ func bumpMarker(path string) (int, error) {
 // datagram on a unix socket, abstract when the name starts with '@'.
 func notify(state string) error {
 	name := os.Getenv("NOTIFY_SOCKET")
-	if name == "" {
-		return errors.New("NOTIFY_SOCKET is not set: the unit must be Type=notify")
-	}
 	if strings.HasPrefix(name, "@") {
 		name = "\x00" + name[1:]
 	}

@@ -1,0 +1,260 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// serverAddr is the cluster's server in the baked images; nothing listens
+// there (the stand-in k3s does not connect), it only has to reach the config.
+const serverAddr = "10.0.2.15"
+
+// clusterFile lists the nodes the boot tests bake: a server and a worker,
+// each with a label and a taint.
+const clusterFile = `server: ` + serverAddr + `
+k3s:
+  version: v1.31.4+k3s1
+base: %s
+nodes:
+  - name: k1
+    profile: server
+    model: pi4
+    labels:
+      e2e.imgbake.dev/role: control
+    taints: ["e2e.imgbake.dev/control=true:NoSchedule"]
+  - name: k5
+    profile: worker
+    model: pi4
+    labels:
+      e2e.imgbake.dev/disk: ssd
+    taints: ["e2e.imgbake.dev/dedicated=db:NoSchedule"]
+`
+
+// nodeExpect is what each baked node must report.
+func nodeExpect(node string) expect {
+	if node == "k1" {
+		return expect{Role: "server", Hostname: "k1", Config: []string{
+			"node-name: k1", "- e2e.imgbake.dev/role=control",
+			"- e2e.imgbake.dev/control=true:NoSchedule", "- " + serverAddr,
+		}}
+	}
+	return expect{Role: "agent", Hostname: "k5", Config: []string{
+		"node-name: k5", "server: https://" + serverAddr + ":6443",
+		"- e2e.imgbake.dev/disk=ssd", "- e2e.imgbake.dev/dedicated=db:NoSchedule",
+	}}
+}
+
+// imgbakeBinary builds ./cmd/imgbake for this machine.
+func (e *env) imgbakeBinary(ctx context.Context) (string, error) {
+	return e.imgbake.get(func() (string, error) {
+		if !fileExists(filepath.Join(e.repo, "cmd", "imgbake")) {
+			return "", fmt.Errorf("cmd/imgbake does not exist yet")
+		}
+		out := filepath.Join(e.dir, "imgbake")
+		cmd := exec.CommandContext(ctx, goTool(), "build", "-o", out, "./cmd/imgbake")
+		cmd.Dir = e.repo
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("building imgbake: %w\n%s", err, b)
+		}
+		return out, nil
+	})
+}
+
+// baked holds the images imgbake built for one architecture.
+type baked struct {
+	dir   string // out/<node>.img
+	token string // the join token of imgbake.secrets.yaml
+}
+
+// bake runs `imgbake init` and `imgbake build --all --k3s-binary <stand-in>`
+// on the base image of arch, as a user would.
+func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error) {
+	dir, err := e.baked[arch].get(func() (string, error) {
+		bin, err := e.imgbakeBinary(ctx)
+		if err != nil {
+			return "", err
+		}
+		base, err := e.baseImage(ctx, t, arch)
+		if err != nil {
+			return "", err
+		}
+		k3s, err := e.standinBinary(ctx, arch)
+		if err != nil {
+			return "", err
+		}
+		dir := filepath.Join(e.dir, "cluster-"+arch)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return "", err
+		}
+		run := func(args ...string) error {
+			cmd := exec.CommandContext(ctx, bin, args...)
+			cmd.Dir = dir
+			b, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("imgbake %s: %w\n%s", strings.Join(args, " "), err, b)
+			}
+			return nil
+		}
+		if err := run("init", "--server", serverAddr, "--base", base); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "imgbake.yaml"), []byte(fmt.Sprintf(clusterFile, base)), 0o644); err != nil {
+			return "", err
+		}
+		t0 := time.Now()
+		if err := run("build", "--all", "--k3s-binary", k3s, "--cache-dir", filepath.Join(dir, "cache")); err != nil {
+			return "", err
+		}
+		t.Logf("imgbake build --all (%s) took %s", arch, elapsedSince(t0))
+		return dir, nil
+	})
+	if err != nil {
+		return baked{}, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "imgbake.secrets.yaml"))
+	if err != nil {
+		return baked{}, err
+	}
+	var s struct {
+		Token string `yaml:"token"`
+	}
+	if err := yaml.Unmarshal(b, &s); err != nil || s.Token == "" {
+		return baked{}, fmt.Errorf("reading the join token of imgbake.secrets.yaml: %v", err)
+	}
+	return baked{dir: filepath.Join(dir, "out"), token: s.Token}, nil
+}
+
+// checkFirstboot checks what the stand-in saw of imgbake-firstboot.service:
+// on the first boot it ran (condition true, main process started, success)
+// and wrote its stamp; on later boots its condition was false.
+func checkFirstboot(t *testing.T, rec map[string]string, first bool) {
+	t.Helper()
+	unit := map[string]string{}
+	for _, l := range strings.Split(rec["firstboot_unit"], "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			unit[k] = v
+		}
+	}
+	if unit["LoadState"] != "loaded" {
+		t.Fatalf("imgbake-firstboot.service is not loaded: %q", rec["firstboot_unit"])
+	}
+	ran := unit["ConditionResult"] == "yes" && unit["ExecMainStartTimestampMonotonic"] != "0"
+	if first && (!ran || unit["Result"] != "success") {
+		t.Errorf("first boot: imgbake-firstboot.service did not run successfully: %q", rec["firstboot_unit"])
+	}
+	if !first && (ran || unit["ConditionResult"] != "no") {
+		t.Errorf("later boot: imgbake-firstboot.service ran again: %q", rec["firstboot_unit"])
+	}
+	if !strings.HasPrefix(rec["firstboot_stamp"], "present") {
+		t.Errorf("first-boot stamp /var/lib/imgbake/firstboot.done: %q", rec["firstboot_stamp"])
+	}
+}
+
+// checkToken checks that the node has the cluster's join token.
+func checkToken(t *testing.T, rec map[string]string, token string) {
+	t.Helper()
+	if !strings.Contains(rec["config"], "token: "+token) && !strings.Contains(rec["config"], `token: "`+token+`"`) {
+		t.Errorf("config.yaml does not hold the join token of imgbake.secrets.yaml")
+	}
+}
+
+// countLines counts console lines of a finished VM that contain s.
+func countLines(t *testing.T, v *vm, s string) int {
+	t.Helper()
+	b, err := os.ReadFile(v.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), s)
+}
+
+// testBakedNode boots a baked node twice on one disk. The first boot must
+// start the node's k3s role with its config and run the first-boot unit; the
+// second must not run it again. With dirty, QEMU is killed (SIGKILL: no
+// sync, no unmount, like pulling the plug) once the stand-in has fsynced its
+// marker, and the second boot must still find the marker and come up. Every
+// run ends with a clean poweroff (power button, systemd-logind) and
+// `e2fsck -fn` of the root partition: after a dirty first boot that proves
+// the kernel's journal replay on the second boot left a consistent file
+// system. (e2fsck -n on the killed image itself would only report the
+// unreplayed journal, which is not an error.)
+func (e *env) testBakedNode(t *testing.T, arch, node string, dirty bool) {
+	ctx := testContext(t)
+	b, err := e.bake(ctx, t, arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := diskCopy(t, filepath.Join(b.dir, node+".img"), node+".img")
+	x := nodeExpect(node)
+	release := e.slot(ctx, t)
+	defer release()
+
+	v, rec, spec := e.boot(ctx, t, node+"-boot1", arch, disk)
+	checkNode(t, rec, spec, x)
+	checkToken(t, rec, b.token)
+	for _, flag := range []string{"cgroup_memory=1", "cgroup_enable=memory"} {
+		if !hasWord(rec["cmdline"], flag) {
+			t.Errorf("running kernel's command line %q lacks %s", rec["cmdline"], flag)
+		}
+	}
+	checkFirstboot(t, rec, true)
+	if rec["marker_prev"] != "0" {
+		t.Errorf("boot 1: marker before = %q, want 0", rec["marker_prev"])
+	}
+	if x.Role == "server" && rec["notify"] != "READY=1 sent" {
+		t.Errorf("server: %q, want READY=1 sent (k3s.service must be Type=notify)", rec["notify"])
+	}
+	if dirty {
+		v.kill()
+		if err := v.waitExit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: killed QEMU after the marker was fsynced", node)
+	} else {
+		powerOffClean(ctx, t, v, disk)
+	}
+	if n := countLines(t, v, "imgbake: first-boot setup done"); n != 1 {
+		t.Errorf("boot 1: the first-boot script reported done %d times on the console, want 1", n)
+	}
+	stamp := rec["firstboot_stamp"]
+
+	v, rec, spec = e.boot(ctx, t, node+"-boot2", arch, disk)
+	checkNode(t, rec, spec, x)
+	checkFirstboot(t, rec, false)
+	if rec["firstboot_stamp"] != stamp {
+		t.Errorf("boot 2: first-boot stamp %q, boot 1 had %q", rec["firstboot_stamp"], stamp)
+	}
+	if rec["marker_prev"] != "1" {
+		t.Errorf("boot 2: marker written and fsynced by boot 1 reads %q, want 1", rec["marker_prev"])
+	}
+	powerOffClean(ctx, t, v, disk)
+	if n := countLines(t, v, "imgbake: first-boot setup done"); n != 0 {
+		t.Errorf("boot 2: the first-boot script ran again (%d times)", n)
+	}
+}
+
+// testBakedOnce boots a baked node once: role, config, first boot, a clean
+// poweroff and a clean file system.
+func (e *env) testBakedOnce(t *testing.T, arch, node string) {
+	ctx := testContext(t)
+	b, err := e.bake(ctx, t, arch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := diskCopy(t, filepath.Join(b.dir, node+".img"), node+".img")
+	defer e.slot(ctx, t)()
+	v, rec, spec := e.boot(ctx, t, node+"-"+arch, arch, disk)
+	checkNode(t, rec, spec, nodeExpect(node))
+	checkToken(t, rec, b.token)
+	checkFirstboot(t, rec, true)
+	powerOffClean(ctx, t, v, disk)
+}
