@@ -30,6 +30,10 @@ func (f *FS) parseBlock(b []byte) ([]dirent, error) {
 		if rl == 0 && len(b) == 65536 {
 			rl = 65536
 		}
+		if off == len(b)-12 && hasLeafTail(b) { // metadata_csum tail, whatever filetype says
+			out = append(out, dirent{off: off, recLen: 12})
+			break
+		}
 		nl := int(b[off+6])
 		ft := b[off+7]
 		if !f.hasFiletype() {

@@ -189,6 +189,9 @@ func (in *inode) time(off, extra int) time.Time {
 }
 
 func (in *inode) setTime(off, extra int, t time.Time) {
+	if off >= 128 && !in.hasExtra(off+4) {
+		return // crtime only exists in large inodes
+	}
 	sec := t.Unix()
 	lo := uint32(sec)
 	put32(in.b, off, lo)

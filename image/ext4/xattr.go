@@ -49,7 +49,12 @@ func splitXattrName(full string) (uint8, string, error) {
 	return 0, "", fmt.Errorf("xattr name %q: unknown namespace (use user., trusted., security. or system.): %w", full, fs.ErrInvalid)
 }
 
-func (in *inode) ibodyStart() int { return 128 + int(le16(in.b, iExtraIsize)) }
+func (in *inode) ibodyStart() int {
+	if len(in.b) <= 128 {
+		return len(in.b)
+	}
+	return 128 + int(le16(in.b, iExtraIsize))
+}
 
 // parseXattrEntries reads entries from b starting at off; values are at base+e_value_offs.
 func parseXattrEntries(b []byte, off, base int) ([]xattr, error) {
