@@ -281,6 +281,7 @@ func damagedSeeds(t testing.TB, img string) [][]byte {
 		return n * bs
 	}
 	root, dir, slow, ping := inodeAt("/"), inodeAt("/dir"), inodeAt("/usr/bin/slow"), inodeAt("/usr/bin/ping")
+	passwd := inodeAt("/etc/passwd")
 	dirBlock, etcBlock, shadowXattr := blockOf("/dir"), blockOf("/etc"), acl("/etc/shadow")
 	le32 := binary.LittleEndian.PutUint32
 	le16 := binary.LittleEndian.PutUint16
@@ -306,6 +307,7 @@ func damagedSeeds(t testing.TB, img string) [][]byte {
 		func(b []byte) { le32(b[dir+40+12+8:], 0xFFFFFFFF) },             // /dir extent start
 		func(b []byte) { le32(b[dirBlock+40:], 0xFFFFFFFF) },             // htree entry hash
 		func(b []byte) { le32(b[etcBlock+24:], 2); b[etcBlock+31] = 2 },  // /etc/<first> is the root: a cycle
+		func(b []byte) { le32(b[passwd+108:], 0x80000000) },              // file size negative as int64
 	}
 	var seeds [][]byte
 	for _, e := range edits {
@@ -324,13 +326,13 @@ func FuzzOpenRead(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			readEverything(data)
-		}()
+		done := make(chan error, 1)
+		go func() { done <- noPanic(func() error { readEverything(data); return nil }) }()
 		select {
-		case <-done:
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
 		case <-time.After(10 * time.Second):
 			t.Fatalf("reading a %d-byte image did not finish in 10 s", len(data))
 		}
@@ -344,6 +346,9 @@ func readEverything(data []byte) {
 		return
 	}
 	defer f.Close()
+	// IMGBAKE_FUZZ_SKIP_KNOWN=1 steps around a reported bug (ReadFile of
+	// a file whose size is negative as int64) so a long run finds others.
+	skipKnown := os.Getenv("IMGBAKE_FUZZ_SKIP_KNOWN") != ""
 	n := 0
 	buf := make([]byte, 4096)
 	f.Walk("/", func(p string, fi *ext4.FileInfo, err error) error {
@@ -367,7 +372,7 @@ func readEverything(data []byte) {
 				fh.ReadAt(buf, fh.Size()/2)
 				fh.Close()
 			}
-			if fi.Size < 1<<20 {
+			if fi.Size < 1<<20 && (fi.Size >= 0 || !skipKnown) {
 				f.ReadFile(p)
 			}
 		}
