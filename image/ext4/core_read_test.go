@@ -16,7 +16,7 @@ var coreKinds = map[string][]string{
 	"csum-seed":    {"-T", "default", "-O", "metadata_csum_seed"},
 	"tea":          {"-T", "default", "--hash=tea"},
 	"legacy":       {"-T", "default", "--hash=legacy"},
-	"1k":           {"-T", "small"},
+	"1k":           {"-T", "small", "-I", "128"},
 	"1k-256":       {"-b", "1024", "-I", "256", "-O", "^64bit"},
 }
 
@@ -28,7 +28,7 @@ func TestCoreRead(t *testing.T) {
 	for kind, opts := range kinds {
 		t.Run(kind, func(t *testing.T) {
 			img := coreMkfs(t, 64, 600, opts...)
-			f, fh := coreOpen(t, img)
+			f, fh := coreOpenMode(t, img, true)
 			defer fh.Close()
 			for _, p := range []string{"/etc/hostname", "/etc/ssh/sshd_config", "/usr/bin/big", "/usr/bin/tool-00123-with-a-longish-name"} {
 				got, err := f.ReadFile(p)

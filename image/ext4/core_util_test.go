@@ -94,12 +94,21 @@ func coreMkfs(t testing.TB, sizeMB int, bigDir int, opts ...string) string {
 
 func coreOpen(t testing.TB, img string) (*FS, *os.File) {
 	t.Helper()
-	fh, err := os.OpenFile(img, os.O_RDWR, 0)
+	return coreOpenMode(t, img, false)
+}
+
+func coreOpenMode(t testing.TB, img string, ro bool) (*FS, *os.File) {
+	t.Helper()
+	flag := os.O_RDWR
+	if ro {
+		flag = os.O_RDONLY
+	}
+	fh, err := os.OpenFile(img, flag, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st, _ := fh.Stat()
-	f, err := Open(fh, 0, st.Size(), &Options{Now: coreNow})
+	f, err := Open(fh, 0, st.Size(), &Options{Now: coreNow, ReadOnly: ro})
 	if err != nil {
 		fh.Close()
 		t.Fatal(err)
