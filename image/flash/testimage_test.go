@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,7 +232,10 @@ func randomTarget(t testing.TB, dir string, size int64) (path string, isFile boo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
+	// ChaCha8 is several times faster than crypto/rand for hundreds of MiB.
+	var seed [32]byte
+	rand.Read(seed[:])
+	if _, err := io.CopyN(f, mrand.NewChaCha8(seed), size); err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
@@ -263,14 +267,7 @@ func checkFilesystems(t testing.TB, target string, d *testDisk) {
 	defer f.Close()
 	dir := t.TempDir()
 	for i, p := range d.parts {
-		data := make([]byte, p.Length)
-		if _, err := f.ReadAt(data, p.Offset); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, fmt.Sprintf("p%d", i+1))
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		path := partitionView(t, f, target, p, filepath.Join(dir, fmt.Sprintf("p%d", i+1)))
 		tool := []string{"fsck.vfat", "-n", path}
 		if i == 1 {
 			tool = []string{"e2fsck", "-fn", path}
@@ -307,4 +304,27 @@ func equalRanges(t testing.TB, a, b string, checks []Check) bool {
 		}
 	}
 	return true
+}
+
+// partitionView returns a path holding partition p of target: a read-only
+// loop device at its offset when the machine allows one, else a copy.
+func partitionView(t testing.TB, f *os.File, target string, p bmap.ByteRange, copyPath string) string {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		out, err := exec.Command("losetup", "-r", "-f", "--show", "-o", fmt.Sprint(p.Offset),
+			"--sizelimit", fmt.Sprint(p.Length), target).Output()
+		if err == nil {
+			loop := strings.TrimSpace(string(out))
+			t.Cleanup(func() { exec.Command("losetup", "-d", loop).Run() })
+			return loop
+		}
+	}
+	data := make([]byte, p.Length)
+	if _, err := f.ReadAt(data, p.Offset); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copyPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return copyPath
 }
