@@ -434,7 +434,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// copySparse copies src to dst, leaving all-zero 64 KiB chunks as holes.
+// copySparse copies src to dst, visiting only the data regions of src
+// (SEEK_DATA/SEEK_HOLE) and leaving all-zero 64 KiB chunks as holes, so a
+// mostly empty 64 GiB image copies in milliseconds.
 func copySparse(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
@@ -449,23 +451,35 @@ func copySparse(src, dst string) error {
 	if err != nil {
 		return err
 	}
+	const seekData, seekHole = 3, 4
 	buf := make([]byte, 64<<10)
-	for off := int64(0); ; {
-		n, rerr := in.ReadAt(buf, off)
-		if n > 0 && !allZero(buf[:n]) {
-			if _, err := out.WriteAt(buf[:n], off); err != nil {
+	for off := int64(0); off < fi.Size(); {
+		start, err := in.Seek(off, seekData)
+		if err != nil {
+			break // ENXIO: no data after off
+		}
+		end, err := in.Seek(start, seekHole)
+		if err != nil {
+			end = fi.Size()
+		}
+		for pos := start; pos < end; {
+			n, rerr := in.ReadAt(buf[:min(int64(len(buf)), end-pos)], pos)
+			if n > 0 && !allZero(buf[:n]) {
+				if _, err := out.WriteAt(buf[:n], pos); err != nil {
+					out.Close()
+					return err
+				}
+			}
+			pos += int64(n)
+			if rerr != nil && rerr != io.EOF {
 				out.Close()
-				return err
+				return rerr
+			}
+			if n == 0 {
+				break
 			}
 		}
-		off += int64(n)
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			out.Close()
-			return rerr
-		}
+		off = end
 	}
 	if err := out.Truncate(fi.Size()); err != nil {
 		out.Close()
