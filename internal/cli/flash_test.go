@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/image/manifest"
 )
 
 // runWith executes the CLI in-process with stdin.
@@ -225,20 +226,25 @@ func TestVerifyManifest(t *testing.T) {
 	target := filepath.Join(dir, "copy.img")
 	data, _ := os.ReadFile(image)
 	os.WriteFile(target, data, 0o644)
-	writeManifest := func(ranges string) {
-		js := `{"format_version": 1, "image": {"name": "k8.img", "size": ` + fmt.Sprint(m.ImageSize) +
-			`, "sha256": "", "bmap": "k8.img.bmap"}, "ranges": [` + ranges + `]}`
-		if err := os.WriteFile(image+".manifest.json", []byte(js), 0o644); err != nil {
+	writeManifest := func(r manifest.Range) {
+		mf := &manifest.Manifest{FormatVersion: manifest.FormatVersion,
+			Image:  manifest.Image{Name: "k8.img", Size: m.ImageSize, Bmap: "k8.img.bmap"},
+			Ranges: []manifest.Range{r}}
+		data, err := mf.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(image+".manifest.json", data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := m.ByteRange(m.Ranges[1])
-	writeManifest(fmt.Sprintf(`{"offset": %d, "length": %d, "sha256": %q}`, r.Offset, r.Length, m.Ranges[1].SHA256))
+	writeManifest(manifest.Range{Offset: r.Offset, Length: r.Length, SHA256: m.Ranges[1].SHA256})
 	code, out, errOut := runWith(t, "", "verify", image, target)
 	if code != 0 || !strings.Contains(out, "1 range(s)") || !strings.Contains(out, "k8.img.manifest.json") {
 		t.Errorf("verify with manifest: exit %d %q %q", code, out, errOut)
 	}
-	writeManifest(fmt.Sprintf(`{"offset": %d, "length": %d, "sha256": %q}`, r.Offset, r.Length, strings.Repeat("ab", 32)))
+	writeManifest(manifest.Range{Offset: r.Offset, Length: r.Length, SHA256: strings.Repeat("ab", 32)})
 	code, _, errOut = runWith(t, "", "verify", image, target)
 	if code != 1 || !strings.Contains(errOut, fmt.Sprintf("range starting at byte offset %d", r.Offset)) {
 		t.Errorf("verify against a manifest with a wrong checksum: exit %d %q", code, errOut)

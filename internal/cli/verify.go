@@ -2,14 +2,13 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/flash"
+	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/internal/progress"
 	"github.com/spf13/cobra"
 )
@@ -88,35 +87,22 @@ type reference struct {
 	from      string // the manifest or .bmap file
 }
 
-// manifestJSON is the part of image/manifest's JSON (k5.img.manifest.json)
-// that verify reads: the raw image's size and its data ranges' checksums.
-type manifestJSON struct {
-	FormatVersion int `json:"format_version"`
-	Image         struct {
-		Size int64 `json:"size"`
-	} `json:"image"`
-	Ranges []flash.Check `json:"ranges"`
-}
-
 // loadChecks reads the image's manifest, or its .bmap when there is no
 // manifest or bmapFirst is set.
 func loadChecks(files imageFiles, bmapFirst bool) (*reference, error) {
 	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" && !bmapFirst {
-		data, err := os.ReadFile(mf)
+		m, err := manifest.Load(mf)
 		if err != nil {
-			return nil, fmt.Errorf("reading manifest: %w", err)
-		}
-		var m manifestJSON
-		if err := json.Unmarshal(data, &m); err != nil {
-			return nil, fmt.Errorf("reading manifest %s: %w", mf, err)
-		}
-		if m.FormatVersion != 1 {
-			return nil, fmt.Errorf("manifest %s has format version %d, this imgbake reads 1: use the imgbake that built the image, or --bmap", mf, m.FormatVersion)
+			return nil, fmt.Errorf("%w (or pass --bmap to verify against the .bmap)", err)
 		}
 		if len(m.Ranges) == 0 || m.Image.Size <= 0 {
 			return nil, fmt.Errorf("manifest %s lists no data ranges: rebuild the image, or pass --bmap", mf)
 		}
-		return &reference{checks: m.Ranges, imageSize: m.Image.Size, from: mf}, nil
+		checks := make([]flash.Check, len(m.Ranges))
+		for i, r := range m.Ranges {
+			checks[i] = flash.Check{Offset: r.Offset, Length: r.Length, SHA256: r.SHA256}
+		}
+		return &reference{checks: checks, imageSize: m.Image.Size, from: mf}, nil
 	}
 	if files.bmap == "" {
 		return nil, fmt.Errorf("no manifest or .bmap next to %s: verify needs the files imgbake build writes (or pass --bmap)", files.image)
