@@ -112,6 +112,12 @@ func (f *FS) scanDir(in *inode, fn func(lblk int, pblk uint64, d dirent) bool) e
 
 // lookup finds name in directory in; ok is false when it is not there.
 func (f *FS) lookup(in *inode, name string) (ino uint32, ok bool, err error) {
+	if in.isDir() && in.flags()&flIndex != 0 && f.hasCompat(compatDirIndex) {
+		if ino, ok, err := f.dxLookup(in, name); err == nil {
+			return ino, ok, nil
+		}
+		// a damaged index: fall back to reading every block, as the kernel would fail to
+	}
 	err = f.scanDir(in, func(_ int, _ uint64, d dirent) bool {
 		if string(d.name) == name {
 			ino, ok = d.ino, true

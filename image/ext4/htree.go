@@ -295,3 +295,45 @@ func (f *FS) newDxNode(fr *dxFrame, from, to int) []byte {
 	put16(b, 10, uint16(to-from))
 	return b
 }
+
+// dxLookup finds name through the htree index: only the leaf (and hash-collision
+// continuation leaves) that can hold its hash are read.
+func (f *FS) dxLookup(dir *inode, name string) (uint32, bool, error) {
+	blocks, err := f.dirMap(dir)
+	if err != nil || len(blocks) == 0 {
+		return 0, false, fmt.Errorf("htree lookup: %w", ErrCorrupt)
+	}
+	rb, err := f.readBlock(blocks[0])
+	if err != nil {
+		return 0, false, err
+	}
+	h := dirHash([]byte(name), f.dxHashVersion(rb), f.hashSeed)
+	frames, err := f.dxProbe(blocks, h)
+	if err != nil {
+		return 0, false, err
+	}
+	last := frames[len(frames)-1]
+	for i := last.idx; i < last.count(); i++ {
+		if i > last.idx && last.hash(i) != h|1 {
+			break // the next leaf only continues this hash if its index has the collision bit
+		}
+		l := last.block(i)
+		if int(l) >= len(blocks) {
+			return 0, false, fmt.Errorf("htree points past the directory end: %w", ErrCorrupt)
+		}
+		b, err := f.readBlock(blocks[l])
+		if err != nil {
+			return 0, false, err
+		}
+		ents, err := f.parseBlock(b)
+		if err != nil {
+			return 0, false, err
+		}
+		for _, e := range ents {
+			if e.ino != 0 && string(e.name) == name {
+				return e.ino, true, nil
+			}
+		}
+	}
+	return 0, false, nil
+}
