@@ -34,6 +34,10 @@ func main() {
 		keep(os.Args[1], os.Args[2])
 		return
 	}
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "imgbake-netboot: this is the /init of a network-booted node's initramfs; it only runs as process 1")
+		os.Exit(2)
+	}
 	if err := run(); err != nil {
 		logf("FAILED: %v", err)
 		logf("the node cannot boot from the network; check `imgbake netboot` on the server. Retrying in 30 s.")
