@@ -1,0 +1,277 @@
+// Package serve runs `imgbake netboot`: it glues the DHCP, TFTP and NBD
+// servers of the netboot packages to the nodes of the cluster file and
+// their disks.
+package serve
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imgbake/imgbake/netboot"
+	"github.com/imgbake/imgbake/netboot/dhcp"
+	"github.com/imgbake/imgbake/netboot/initramfs"
+	"github.com/imgbake/imgbake/netboot/nbd"
+	"github.com/imgbake/imgbake/netboot/node"
+	"github.com/imgbake/imgbake/netboot/tftp"
+)
+
+// DefaultNBDPort is the IANA port of NBD.
+const DefaultNBDPort = 10809
+
+// addressFile, in a node's state directory, keeps the address the node
+// booted from, so that a restarted server lets the running node reconnect.
+const addressFile = "address"
+
+// Node is a network-booted node.
+type Node struct {
+	// Name is the node's name: its image is <image dir>/<Name>.img and its
+	// NBD export is Name.
+	Name string
+	// Serial is the TFTP serial prefix; empty when unknown.
+	Serial netboot.Serial
+	// MAC is the Ethernet address; nil when unknown.
+	MAC net.HardwareAddr
+}
+
+// Server boots Raspberry Pis from the network: the DHCP boot answer (proxy
+// mode), boot files over TFTP straight out of each node's disk, with the
+// network root added at serve time, and each node's disk over NBD.
+type Server struct {
+	// Nodes are the machines to boot. Required.
+	Nodes []Node
+	// Disks makes and finds the nodes' disks. Required.
+	Disks *node.Store
+	// Addr is this server's address on the nodes' network: the DHCP
+	// answer's server and the NBD server in the kernel command line.
+	Addr netip.Addr
+	// NBDPort is the port in the kernel command line (DefaultNBDPort if 0).
+	NBDPort uint16
+	// Init returns the netboot /init for a node architecture (arm64,
+	// armhf); nil means initramfs.Init, the programs built into imgbake.
+	Init func(arch string) ([]byte, error)
+	// Log receives what the servers do; nil means silent.
+	Log *slog.Logger
+
+	mu    sync.Mutex
+	addrs map[string]netip.Addr
+	disks map[string]*openDisk
+	stale []*os.File
+}
+
+// Listeners are the sockets Serve uses; the caller opens them (tests use
+// loopback ports).
+type Listeners struct {
+	// DHCP is the proxyDHCP socket (port 67, see dhcp.Listen); nil runs no
+	// DHCP (another server, such as dnsmasq, sends the boot answer).
+	DHCP net.PacketConn
+	// TFTP is the TFTP socket (port 69).
+	TFTP net.PacketConn
+	// NBD is the NBD listener (port 10809).
+	NBD net.Listener
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+// Serve runs the servers until ctx is cancelled or one fails. It closes
+// the listeners. Stopping leaves running nodes running: their disks stay
+// in the state directory and their NBD clients reconnect to the next
+// server.
+func (s *Server) Serve(ctx context.Context, l Listeners) error {
+	if len(s.Nodes) == 0 || s.Disks == nil || l.TFTP == nil || l.NBD == nil {
+		return errors.New("netboot: Nodes, Disks and the TFTP and NBD listeners are required")
+	}
+	if !s.Addr.Is4() {
+		return fmt.Errorf("netboot: server address %v is not IPv4 (Pi bootloaders speak IPv4 only)", s.Addr)
+	}
+	defer s.closeDisks()
+	log := s.logger()
+	g, ctx := errgroup.WithContext(ctx)
+	if l.DHCP != nil {
+		proxy := &dhcp.Proxy{Backend: dhcp.BackendFunc(s.lookupMachine), ServerIP: s.Addr, Log: log}
+		g.Go(func() error { return (&dhcp.Server{Handler: proxy, Log: log}).Serve(ctx, l.DHCP) })
+	}
+	g.Go(func() error {
+		return (&tftp.Server{Resolver: tftp.ResolverFunc(s.resolve), Log: log}).Serve(ctx, l.TFTP)
+	})
+	g.Go(func() error { return (&nbd.Server{Backend: nbd.BackendFunc(s.export), Log: log}).Serve(ctx, l.NBD) })
+	g.Go(func() error { s.prepareDisks(ctx); return nil })
+	return g.Wait()
+}
+
+// prepareDisks makes the disks of nodes whose image exists ahead of their
+// first boot: copying and growing takes longer than a bootloader waits
+// for a TFTP answer.
+func (s *Server) prepareDisks(ctx context.Context) {
+	for _, n := range s.Nodes {
+		if _, err := os.Stat(s.Disks.ImagePath(n.Name)); err != nil {
+			s.logger().Warn("netboot: no image for node yet; run `imgbake build "+n.Name+"`", "node", n.Name)
+			continue
+		}
+		if _, created, err := s.Disks.Ensure(ctx, n.Name); err != nil {
+			if ctx.Err() == nil {
+				s.logger().Error("netboot: making disk", "node", n.Name, "err", err)
+			}
+		} else if created {
+			s.logger().Info("netboot: disk ready", "node", n.Name, "disk", s.Disks.DiskPath(n.Name))
+		}
+	}
+}
+
+// lookupMachine is the DHCP backend: nodes by serial (Pi 4/5) or MAC.
+func (s *Server) lookupMachine(_ context.Context, m dhcp.Machine) (dhcp.Node, error) {
+	for _, n := range s.Nodes {
+		if (m.Serial != "" && n.Serial == m.Serial) || (n.MAC != nil && m.MAC.String() == n.MAC.String()) {
+			return dhcp.Node{Name: n.Name}, nil
+		}
+	}
+	return dhcp.Node{}, fmt.Errorf("%w: %s", dhcp.ErrUnknownMachine, m)
+}
+
+func (s *Server) byName(name string) (Node, bool) {
+	for _, n := range s.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
+// learn records the address node booted from, in memory and in its state
+// directory.
+func (s *Server) learn(name string, a netip.Addr) {
+	a = a.Unmap()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.addrs == nil {
+		s.addrs = map[string]netip.Addr{}
+	}
+	if s.addrs[name] == a {
+		return
+	}
+	s.addrs[name] = a
+	s.logger().Info("netboot: node is booting", "node", name, "address", a)
+	p := filepath.Join(s.Disks.StateDir, name, addressFile)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(a.String()+"\n"), 0o644); err == nil {
+		err = os.Rename(tmp, p)
+	} else {
+		s.logger().Warn("netboot: saving node address", "node", name, "err", err)
+	}
+}
+
+// address returns the address node booted from, also after a restart.
+func (s *Server) address(name string) (netip.Addr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.addrs[name]; ok {
+		return a, true
+	}
+	data, err := os.ReadFile(filepath.Join(s.Disks.StateDir, name, addressFile))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(string(data)))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	if s.addrs == nil {
+		s.addrs = map[string]netip.Addr{}
+	}
+	s.addrs[name] = a
+	return a, true
+}
+
+// openDisk is a node's disk file held open for NBD.
+type openDisk struct {
+	f   *os.File
+	ino uint64
+}
+
+// export is the NBD backend: a node's own disk, served only to the address
+// it booted from.
+func (s *Server) export(_ context.Context, name string) (nbd.Export, error) {
+	if _, ok := s.byName(name); !ok {
+		return nbd.Export{}, fmt.Errorf("%w: %q is not a network-booted node", nbd.ErrUnknownExport, name)
+	}
+	client, ok := s.address(name)
+	if !ok {
+		s.logger().Warn("netboot: node asks for its disk before fetching its boot files; refusing", "node", name)
+	}
+	f, err := s.disk(name)
+	if err != nil {
+		return nbd.Export{}, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nbd.Export{}, fmt.Errorf("reading the disk of %s: %w", name, err)
+	}
+	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client}, nil
+}
+
+// disk returns the open disk of name, reopening it when `netboot reset`
+// replaced the file.
+func (s *Server) disk(name string) (*os.File, error) {
+	path := s.Disks.DiskPath(name)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: no disk for %s yet (%v)", nbd.ErrUnknownExport, name, err)
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d, ok := s.disks[name]; ok && d.ino == ino {
+		return d.f, nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the disk of %s: %w", name, err)
+	}
+	if s.disks == nil {
+		s.disks = map[string]*openDisk{}
+	}
+	if old, ok := s.disks[name]; ok {
+		s.stale = append(s.stale, old.f) // a connection may still use it
+	}
+	s.disks[name] = &openDisk{f: f, ino: ino}
+	return f, nil
+}
+
+func (s *Server) closeDisks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, d := range s.disks {
+		d.f.Close()
+	}
+	for _, f := range s.stale {
+		f.Close()
+	}
+	s.disks, s.stale = nil, nil
+}
+
+func (s *Server) nbdServer() netip.AddrPort {
+	return netip.AddrPortFrom(s.Addr, cmp.Or(s.NBDPort, DefaultNBDPort))
+}
+
+func (s *Server) initFor(arch string) ([]byte, error) {
+	if s.Init != nil {
+		return s.Init(arch)
+	}
+	return initramfs.Init(arch)
+}
