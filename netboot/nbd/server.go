@@ -85,6 +85,7 @@ type Server struct {
 
 	mu     sync.Mutex
 	active map[string]netip.AddrPort // export name -> client using it
+	bufs   bufPool
 }
 
 // Serve accepts connections on l until ctx is cancelled or l fails. On

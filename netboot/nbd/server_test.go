@@ -100,7 +100,7 @@ type testServer struct {
 }
 
 // stop cancels the server and waits for Serve to return.
-func (ts *testServer) stop(t *testing.T) {
+func (ts *testServer) stop(t testing.TB) {
 	t.Helper()
 	ts.once.Do(func() {
 		ts.cancel()
@@ -115,7 +115,7 @@ func (ts *testServer) stop(t *testing.T) {
 	})
 }
 
-func startServerOn(t *testing.T, b Backend, addr string) *testServer {
+func startServerOn(t testing.TB, b Backend, addr string) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp4", addr)
 	if err != nil {
@@ -405,4 +405,10 @@ func TestServerRestart(t *testing.T) {
 	if got, err := c2.read(4096, uint32(len(data))); err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read after restart: %v (equal %v)", err, bytes.Equal(got, data))
 	}
+}
+
+// startServer2 starts a quiet server for benchmarks and returns its address.
+func startServer2(b testing.TB, be Backend) string {
+	ts := startServerOn(b, be, "127.0.0.1:0")
+	return ts.addr
 }

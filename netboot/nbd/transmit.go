@@ -49,7 +49,7 @@ func (s *session) transmit(ctx context.Context, exp Export) error {
 			if req.length > maxPayload {
 				return fmt.Errorf("WRITE of %d bytes, more than the %d advertised", req.length, maxPayload)
 			}
-			payload = make([]byte, req.length)
+			payload = s.srv.bufs.get(int(req.length))
 			if _, err := io.ReadFull(s.br, payload); err != nil {
 				return fmt.Errorf("reading WRITE payload: %w", err)
 			}
@@ -61,7 +61,10 @@ func (s *session) transmit(ctx context.Context, exp Export) error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			send(s.do(exp, req, payload))
+			bufs, data := s.do(exp, req, payload)
+			send(bufs)
+			s.srv.bufs.put(payload)
+			s.srv.bufs.put(data)
 		}()
 		wmu.Lock()
 		err = werr
@@ -72,16 +75,50 @@ func (s *session) transmit(ctx context.Context, exp Export) error {
 	}
 }
 
-// do runs one request and returns its reply.
-func (s *session) do(exp Export, req request, payload []byte) net.Buffers {
+// do runs one request and returns its reply and the READ buffer to recycle.
+func (s *session) do(exp Export, req request, payload []byte) (net.Buffers, []byte) {
 	errno, data := s.exec(exp, req, payload)
 	if errno != 0 {
-		return net.Buffers{simpleReply(errno, req.cookie)}
+		return net.Buffers{simpleReply(errno, req.cookie)}, nil
 	}
 	if data != nil {
-		return net.Buffers{simpleReply(0, req.cookie), data}
+		return net.Buffers{simpleReply(0, req.cookie), data}, data
 	}
-	return net.Buffers{simpleReply(0, req.cookie)}
+	return net.Buffers{simpleReply(0, req.cookie)}, nil
+}
+
+// bufPool recycles request buffers of up to maxPayload bytes, sized in
+// powers of two from 64 KiB.
+type bufPool [10]sync.Pool
+
+func bufClass(n int) int {
+	c := 0
+	for size := 64 << 10; size < n; size <<= 1 {
+		c++
+	}
+	return c
+}
+
+func (p *bufPool) get(n int) []byte {
+	c := bufClass(n)
+	if c >= len(p) {
+		return make([]byte, n)
+	}
+	if b, ok := p[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, 64<<10<<c)
+}
+
+func (p *bufPool) put(b []byte) {
+	if b == nil {
+		return
+	}
+	c := bufClass(cap(b))
+	if c < len(p) && cap(b) == 64<<10<<c {
+		b = b[:cap(b)]
+		p[c].Put(&b)
+	}
 }
 
 func (s *session) exec(exp Export, req request, payload []byte) (uint32, []byte) {
@@ -108,11 +145,13 @@ func (s *session) exec(exp Export, req request, payload []byte) (uint32, []byte)
 	var err error
 	switch req.typ {
 	case cmdRead:
-		buf := make([]byte, n)
-		// A short read at EOF (an image shorter than Size) reads as zeros.
-		if _, err := exp.Disk.ReadAt(buf, off); err != nil && !errors.Is(err, io.EOF) {
+		buf := s.srv.bufs.get(int(n))
+		k, err := exp.Disk.ReadAt(buf, off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			s.srv.bufs.put(buf)
 			return fail(errIO, err)
 		}
+		clear(buf[k:]) // a short read at EOF (an image shorter than Size) reads as zeros
 		return 0, buf
 	case cmdFlush:
 		err = syncDisk(exp.Disk)

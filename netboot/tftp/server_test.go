@@ -73,7 +73,7 @@ func (ts *testServer) requests() []Request {
 }
 
 // startServer serves r on a loopback port until the test ends.
-func startServer(t *testing.T, r Resolver, timeout time.Duration) *testServer {
+func startServer(t testing.TB, r Resolver, timeout time.Duration) *testServer {
 	t.Helper()
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
