@@ -111,6 +111,7 @@ copying node-token.`,
 	root.AddCommand(a.completionCommand())
 	root.AddCommand(a.flashCommand(g))
 	root.AddCommand(a.verifyCommand(g))
+	root.AddCommand(a.netbootCommand(g))
 	return root
 }
 
