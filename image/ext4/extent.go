@@ -95,6 +95,9 @@ func (f *FS) walkExtents(in *inode, node []byte, wantDepth int, exts *[]extent, 
 
 // indirectMap reads an ext2/3 style block map.
 func (f *FS) indirectMap(in *inode) ([]extent, []uint64, error) {
+	if in.size() < 0 {
+		return nil, nil, fmt.Errorf("negative size: %w", ErrCorrupt)
+	}
 	nblk := uint64((in.size() + f.bs - 1) / f.bs)
 	var exts []extent
 	var meta []uint64

@@ -150,6 +150,9 @@ func (f *FS) Open(name string) (*File, error) {
 	if in.isDir() {
 		return nil, fmt.Errorf("opening %s: %w", name, ErrIsDir)
 	}
+	if in.size() < 0 {
+		return nil, fmt.Errorf("opening %s: negative size: %w", name, ErrCorrupt)
+	}
 	exts, _, err := f.fileMap(in)
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", name, err)
