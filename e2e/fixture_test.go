@@ -76,13 +76,13 @@ func requireTools(t *testing.T) {
 	t.Helper()
 	var missing []string
 	for _, tool := range []string{"qemu-system-arm", "dpkg-deb", "apt-get", "mkfs.ext4", "e2fsck",
-		"mkfs.vfat", "mcopy", "sfdisk", "cpio", "depmod", "modprobe", "gzip"} {
+		"mkfs.vfat", "mcopy", "sfdisk", "cpio", "depmod", "modprobe", "gzip", "flock"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
 	if len(missing) > 0 {
-		t.Fatalf("the boot tests need %s: apt-get install qemu-system-arm dpkg apt e2fsprogs dosfstools mtools fdisk cpio kmod gzip",
+		t.Fatalf("the boot tests need %s: apt-get install qemu-system-arm dpkg apt e2fsprogs dosfstools mtools fdisk cpio kmod gzip util-linux",
 			strings.Join(missing, ", "))
 	}
 	if os.Geteuid() != 0 {

@@ -58,10 +58,16 @@ aptc() { APT_CONFIG="$C/apt.conf" "$@"; }
 # dpkg architectures and package lists are left alone).
 fetch() {
 	arch_vars "$1"
+	# Builds running in parallel share the cache: one fetches while the
+	# others wait, then all read it under a shared lock held until they exit.
+	mkdir -p "$(cache_root)"
+	exec 9>"$(cache_root)/$1.lock"
+	flock 9
 	# The point release and its updates (no -security: a boot fixture needs
 	# no security fixes, and one suite less is one mirror sync less to hit).
 	local want="$MIRROR $SUITE $SUITE-updates $PACKAGES $KPKG"
 	if [ -f "$C/fetched" ] && [ "$(cat "$C/fetched")" = "$want" ]; then
+		flock -s 9
 		return 0
 	fi
 	rm -rf "$C"
@@ -96,6 +102,7 @@ fetch() {
 	[ -n "$kver" ] || die "cannot resolve $KPKG"
 	(cd "$C/kernel" && aptc apt-get -qq download "$kver" busybox-static)
 	echo "$want" >"$C/fetched"
+	exec 9>&-
 }
 
 unpack() { # unpack DEB DIR
