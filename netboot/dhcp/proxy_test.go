@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -178,4 +179,21 @@ func FuzzProxy(f *testing.F) {
 			}
 		}
 	})
+}
+
+// goldenOffer is dnsmasq 2.90's proxy OFFER to piDiscover(pi4MAC, ...),
+// captured by TestDnsmasqGolden -update.
+const goldenOffer = "testdata/dnsmasq-pi4-offer.bin"
+
+func readGolden(t *testing.T) *dhcpv4.DHCPv4 {
+	t.Helper()
+	b, err := os.ReadFile(goldenOffer)
+	if err != nil {
+		t.Fatalf("reading golden file: %v (create it as root with: go test ./netboot/dhcp -run TestDnsmasqGolden -update)", err)
+	}
+	p, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		t.Fatal(fmt.Errorf("parsing %s: %w", goldenOffer, err))
+	}
+	return p
 }

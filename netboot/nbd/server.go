@@ -115,9 +115,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			return fmt.Errorf("accepting NBD connections: %w", err)
 		}
 		if tc, ok := c.(*net.TCPConn); ok {
-			// Notice a node that was power-cycled mid-session, so that its
-			// export is free again when it reconnects.
+			// Notice a node that was power-cycled or cut off mid-session
+			// within about 30 s, so that its export is free again when it
+			// reconnects (a second concurrent client is refused).
 			tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 10 * time.Second, Interval: 5 * time.Second, Count: 3})
+			setUserTimeout(tc, 30*time.Second)
 			tc.SetNoDelay(true)
 		}
 		wg.Add(1)

@@ -2,7 +2,9 @@ package nbd
 
 import (
 	"errors"
+	"net"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +41,24 @@ func syncDisk(d Disk) error {
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) { serr = unix.Fdatasync(int(fd)) }); err != nil {
+		return err
+	}
+	return serr
+}
+
+// setUserTimeout makes the kernel drop a connection whose sent data stays
+// unacknowledged for d (TCP_USER_TIMEOUT), so that a node that vanished
+// mid-transfer frees its export in seconds rather than after the default
+// retransmission timeout of about 15 minutes.
+func setUserTimeout(c *net.TCPConn, d time.Duration) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(d/time.Millisecond))
+	}); err != nil {
 		return err
 	}
 	return serr

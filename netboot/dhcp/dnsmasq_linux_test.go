@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -19,8 +18,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "refresh testdata golden files from the real dnsmasq (needs root, ip, dnsmasq)")
-
-const goldenOffer = "testdata/dnsmasq-pi4-offer.bin"
 
 // exchange broadcasts req from the client namespace and returns the first
 // BOOTREPLY with the same transaction ID, retrying until the deadline.
@@ -88,19 +85,6 @@ func TestDnsmasqGolden(t *testing.T) {
 	if t.Failed() {
 		t.Logf("dnsmasq log:\n%s", log.String())
 	}
-}
-
-func readGolden(t *testing.T) *dhcpv4.DHCPv4 {
-	t.Helper()
-	b, err := os.ReadFile(goldenOffer)
-	if err != nil {
-		t.Fatalf("reading golden file: %v (create it as root with: go test ./netboot/dhcp -run TestDnsmasqGolden -update)", err)
-	}
-	p, err := dhcpv4.FromBytes(b)
-	if err != nil {
-		t.Fatal(fmt.Errorf("parsing %s: %w", goldenOffer, err))
-	}
-	return p
 }
 
 // TestProxyInNetns serves from a real broadcast socket in one namespace to
