@@ -69,7 +69,7 @@ func run() error {
 		return err
 	}
 	loadModules(logf)
-	nc, err := waitNetwork(p.ifname, 60*time.Second)
+	nc, err := setupNetwork(p)
 	if err != nil {
 		return err
 	}

@@ -168,7 +168,7 @@ func (s *Server) initramfs(n Node, f *os.File, info *image.Info, name string, re
 		return nil, fmt.Errorf("reading the root filesystem of %s: %w", n.Name, err)
 	}
 	defer root.Close()
-	mods, err := initramfs.NodeModules(root, "nbd")
+	mods, err := initramfs.NodeModules(root, initramfs.NetbootModules()...)
 	if err != nil {
 		return nil, fmt.Errorf("reading the kernel modules of %s: %w", n.Name, err)
 	}
