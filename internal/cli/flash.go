@@ -16,6 +16,7 @@ import (
 
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/flash"
+	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/internal/progress"
 	"github.com/spf13/cobra"
@@ -177,6 +178,12 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 	size := src.Size
 	if m != nil {
 		size = m.ImageSize
+	} else if mf := flash.SidecarFor(files.image, ".manifest.json"); size < 0 && mf != "" {
+		// A compressed image without .bmap: the manifest knows its size,
+		// so a too-small card is refused before writing.
+		if man, err := manifest.Load(mf); err == nil && man.Image.Size > 0 {
+			size = man.Image.Size
+		}
 	}
 
 	isFile, err := a.checkTarget(ctx, o, targetPath, files.image, size)
