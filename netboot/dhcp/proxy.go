@@ -62,7 +62,7 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 		if !m.PXE {
 			return nil, nil // not a Pi bootloader: the network's DHCP server answers it
 		}
-		node, ok, err := p.lookup(ctx, m)
+		node, ok, err := p.lookup(ctx, m, true)
 		if !ok || err != nil {
 			return nil, err
 		}
@@ -71,9 +71,11 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 		return p.reply(req, m, node, dhcpv4.MessageTypeOffer)
 	case dhcpv4.MessageTypeRequest:
 		node, ok := p.recall(m)
-		if !ok && (m.PXE || m.Serial != "") {
+		if !ok {
+			// Every DHCP client on the network may come here: ask the
+			// Backend, but do not log the machines it does not know.
 			var err error
-			if node, ok, err = p.lookup(ctx, m); err != nil {
+			if node, ok, err = p.lookup(ctx, m, m.PXE); err != nil {
 				return nil, err
 			}
 		}
@@ -92,10 +94,12 @@ func (p *Proxy) logger() *slog.Logger {
 	return p.Log
 }
 
-func (p *Proxy) lookup(ctx context.Context, m Machine) (Node, bool, error) {
+func (p *Proxy) lookup(ctx context.Context, m Machine, logUnknown bool) (Node, bool, error) {
 	node, err := p.Backend.Lookup(ctx, m)
 	if errors.Is(err, ErrUnknownMachine) {
-		p.logger().Info("dhcp: not answering a Pi that is not in the cluster; add its MAC or serial to boot it", "machine", m.String())
+		if logUnknown {
+			p.logger().Info("dhcp: not answering a Pi that is not in the cluster; add its MAC or serial to boot it", "machine", m.String())
+		}
 		return Node{}, false, nil
 	}
 	if err != nil {

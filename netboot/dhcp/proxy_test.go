@@ -197,3 +197,12 @@ func readGolden(t *testing.T) *dhcpv4.DHCPv4 {
 	}
 	return p
 }
+
+// TestProxyRequestFromBackend: after a restart the proxy has not seen the
+// DISCOVER; the Backend still recognises the Pi 4's REQUEST by its MAC.
+func TestProxyRequestFromBackend(t *testing.T) {
+	r, err := newProxy().Handle(context.Background(), piRequest(t, pi4MAC, nil, net.IPv4(10, 77, 0, 254), net.IPv4(10, 77, 0, 60)), nil)
+	if err != nil || r == nil || r.Packet.MessageType() != dhcpv4.MessageTypeAck || !r.Packet.YourIPAddr.Equal(net.IPv4zero) {
+		t.Fatalf("REQUEST from a known Pi 4: %v, %v; want an ACK without an address", r, err)
+	}
+}

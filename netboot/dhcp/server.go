@@ -83,7 +83,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Now()) })
 	defer stop()
-	buf := make([]byte, 1500)
+	buf := make([]byte, 4096)
 	for {
 		n, from, err := conn.ReadFrom(buf)
 		if err != nil {

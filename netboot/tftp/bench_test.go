@@ -61,19 +61,35 @@ func BenchmarkVsDnsmasq(b *testing.B) {
 	ts := startServer(b, files, 0)
 	port := strings.TrimPrefix(ts.addr.String(), "127.0.0.1:")
 	out := filepath.Join(dir, "out")
-	var ours, theirs time.Duration
+	var ours, theirs, bestOurs, bestTheirs time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		ours += atftpGet(b, "127.0.0.1", port, "1234abcd/kernel8.img", out)
-		theirs += atftpGet(b, "127.0.0.3", "69", "1234abcd/kernel8.img", out)
+		// Alternate who goes first: the machine may be busy with other work.
+		var o, d time.Duration
+		if i%2 == 0 {
+			o = atftpGet(b, "127.0.0.1", port, "1234abcd/kernel8.img", out)
+			d = atftpGet(b, "127.0.0.3", "69", "1234abcd/kernel8.img", out)
+		} else {
+			d = atftpGet(b, "127.0.0.3", "69", "1234abcd/kernel8.img", out)
+			o = atftpGet(b, "127.0.0.1", port, "1234abcd/kernel8.img", out)
+		}
+		ours, theirs = ours+o, theirs+d
+		if bestOurs == 0 || o < bestOurs {
+			bestOurs = o
+		}
+		if bestTheirs == 0 || d < bestTheirs {
+			bestTheirs = d
+		}
 	}
 	b.StopTimer()
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
-		b.Fatalf("dnsmasq served different bytes; its log:\n%s", dmLog.String())
+		b.Fatalf("a server sent different bytes; dnsmasq's log:\n%s", dmLog.String())
 	}
-	mibps := func(d time.Duration) float64 { return float64(size) * float64(b.N) / d.Seconds() / (1 << 20) }
-	b.ReportMetric(mibps(ours), "imgbake-MiB/s")
-	b.ReportMetric(mibps(theirs), "dnsmasq-MiB/s")
+	mibps := func(d time.Duration, n int) float64 { return float64(size) * float64(n) / d.Seconds() / (1 << 20) }
+	b.ReportMetric(mibps(ours, b.N), "imgbake-MiB/s")
+	b.ReportMetric(mibps(theirs, b.N), "dnsmasq-MiB/s")
 	b.ReportMetric(theirs.Seconds()/ours.Seconds(), "ratio")
-	b.Log(fmt.Sprintf("imgbake %.1f MiB/s, dnsmasq %.1f MiB/s", mibps(ours), mibps(theirs)))
+	b.ReportMetric(bestTheirs.Seconds()/bestOurs.Seconds(), "best-ratio")
+	b.Log(fmt.Sprintf("imgbake %.1f MiB/s (best %.1f), dnsmasq %.1f MiB/s (best %.1f)",
+		mibps(ours, b.N), mibps(bestOurs, 1), mibps(theirs, b.N), mibps(bestTheirs, 1)))
 }

@@ -77,7 +77,8 @@ type Server struct {
 }
 
 // Serve answers TFTP requests arriving on conn until ctx is cancelled, then
-// waits for running transfers to end and returns nil. Serve closes conn.
+// waits for running transfers to end and returns nil. Serve owns and closes
+// conn: cancel ctx to stop it rather than closing conn.
 // Each transfer runs on its own ephemeral UDP port (RFC 1350 TIDs). When
 // conn is a *net.UDPConn, replies come from the address the request was sent
 // to and blksize is clamped to the interface MTU.
@@ -105,6 +106,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	case <-ctx.Done():
 		srv.Shutdown()
 		<-errc
+		conn.Close() // Shutdown skips it if Serve had not stored it yet
 		return nil
 	case err := <-errc:
 		conn.Close()
