@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestDHCPClient runs /init's DHCP client against dnsmasq across a veth
+// pair between two network namespaces, then checks the address, the
+// default route and the DNS servers it applied with ip(8).
+func TestDHCPClient(t *testing.T) {
+	if iface := os.Getenv("IMGBAKE_DHCP_HELPER"); iface != "" {
+		nc, err := dhcpConfigure(iface)
+		if err != nil {
+			fmt.Println("ERROR", err)
+			os.Exit(1)
+		}
+		fmt.Printf("RESULT %s %s %s %s\n", nc.ifname, nc.addr, strings.Join(nc.dns, ","), nc.domain)
+		return
+	}
+	for _, tool := range []string{"ip", "dnsmasq"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (apt-get install iproute2 dnsmasq)", tool)
+		}
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	sh := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	id := strconv.Itoa(os.Getpid())
+	srv, cli := "imgbake-dhcps-"+id, "imgbake-dhcpc-"+id
+	for _, ns := range []string{srv, cli} {
+		sh("ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh("ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	sh("ip", "link", "add", "nbs"+id[len(id)-4:], "netns", srv, "type", "veth", "peer", "name", "eth0", "netns", cli)
+	sh("ip", "-n", srv, "link", "set", "nbs"+id[len(id)-4:], "name", "lan0")
+	sh("ip", "-n", srv, "addr", "add", "10.78.0.1/24", "dev", "lan0")
+	sh("ip", "-n", srv, "link", "set", "lan0", "up")
+	dir := t.TempDir()
+	d := exec.Command("ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+		"--interface=lan0", "--bind-interfaces", "--dhcp-range=10.78.0.100,10.78.0.110,255.255.255.0,1h",
+		"--dhcp-option=option:router,10.78.0.254", "--dhcp-option=option:dns-server,10.78.0.53,10.78.0.54",
+		"--domain=cluster.lan", "--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
+		"--log-dhcp", "--log-facility=-")
+	var log bytes.Buffer
+	d.Stdout, d.Stderr = &log, &log
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
+
+	cmd := exec.Command("ip", "netns", "exec", cli, os.Args[0], "-test.run", "^TestDHCPClient$")
+	cmd.Env = append(os.Environ(), "IMGBAKE_DHCP_HELPER=eth0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("DHCP client: %v\n%s\ndnsmasq:\n%s", err, out, log.String())
+	}
+	if !strings.Contains(string(out), "RESULT eth0 10.78.0.1") || !strings.Contains(string(out), " 10.78.0.53,10.78.0.54 cluster.lan") {
+		t.Errorf("client result:\n%s", out)
+	}
+	addr := sh("ip", "-n", cli, "-4", "-o", "addr", "show", "dev", "eth0")
+	if !strings.Contains(addr, "inet 10.78.0.10") || !strings.Contains(addr, "/24") {
+		t.Errorf("address: %s", addr)
+	}
+	if route := sh("ip", "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.78.0.254 dev eth0") {
+		t.Errorf("default route: %q", route)
+	}
+	if !strings.Contains(log.String(), "DHCPACK(lan0)") {
+		t.Errorf("dnsmasq did not acknowledge:\n%s", log.String())
+	}
+}
