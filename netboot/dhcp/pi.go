@@ -34,6 +34,8 @@ type Machine struct {
 	PXE bool
 }
 
+// String names the machine for logs and errors: its MAC, and its serial
+// and model when known.
 func (m Machine) String() string {
 	s := "mac " + m.MAC.String()
 	if m.Serial != "" {
