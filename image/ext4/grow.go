@@ -100,6 +100,8 @@ func (f *FS) grow(newSize int64) error {
 		put32(f.sb, sbRBlocksCountHi, uint32(r>>32))
 	}
 	f.sbDirty = true
+	f.log.Debug("growing ext4", "old_blocks", oldBlocks, "new_blocks", newBlocks, "old_groups", oldGroups,
+		"new_groups", newGroups, "gdt_blocks", newDesc, "reserved_gdt_left", rsv-(newDesc-oldDesc))
 	if f.hasCompat(compatResizeInode) {
 		if err := f.rebuildResizeInode(); err != nil {
 			return err

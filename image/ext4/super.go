@@ -154,6 +154,8 @@ func Open(dev io.ReaderAt, off, size int64, opts *Options) (*FS, error) {
 	if err := f.loadGDT(); err != nil {
 		return nil, err
 	}
+	f.log.Debug("opened ext4", "blocks", f.blocks, "block_size", f.bs, "groups", f.groups,
+		"desc_size", f.descSize, "metadata_csum", f.metaCsum, "gdt_csum", f.gdtCsum, "read_only", f.w == nil)
 	return f, nil
 }
 
