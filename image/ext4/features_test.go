@@ -244,6 +244,7 @@ func debugfsTime(t testing.TB, img, p, field string) int64 {
 func TestWriteFeatures(t *testing.T) {
 	for _, kind := range fxKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			img := makeFixture(t, kind, 64)
 			w := newWriter(t, img, kind)
 			writeFeatures(t, w)
@@ -373,6 +374,7 @@ func readSuper(t testing.TB, img string) []byte {
 func TestNoSpace(t *testing.T) {
 	for _, kind := range []string{"pigen", "1k"} {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			img := makeFixture(t, kind, 64)
 			w := newWriter(t, img, kind)
 			w.mkdirAll("/fill", ext4.Attr{Mode: 0o755})
@@ -584,6 +586,7 @@ func TestOtherFeatures(t *testing.T) {
 		"-O ^filetype", "-O bigalloc -C 4096", "-I 128", "-O ^metadata_csum,uninit_bg", "-O ^64bit -b 4096",
 	} {
 		t.Run(opts, func(t *testing.T) {
+			t.Parallel()
 			kind := "small:" + opts
 			img := makeFixture(t, kind, 8)
 			f, err := openFSErr(img, false)

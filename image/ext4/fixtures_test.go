@@ -502,6 +502,7 @@ func TestFixtures(t *testing.T) {
 	}
 	for _, kind := range fxKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			img := makeFixture(t, kind, 64)
 			e2fsckClean(t, img)
 			feats := debugfsFeatures(t, img)

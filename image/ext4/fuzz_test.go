@@ -27,6 +27,7 @@ import (
 func TestReadFixture(t *testing.T) {
 	for _, kind := range append(fxKinds, "tiny") {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			size := int64(64 << 20)
 			if kind == "tiny" {
 				size = 1 << 20

@@ -63,6 +63,7 @@ func superField(t testing.TB, img, field string) int64 {
 func TestGrow(t *testing.T) {
 	for _, c := range growCases() {
 		t.Run(fmt.Sprintf("%s/%dMiB", c.kind, c.newSize>>20), func(t *testing.T) {
+			t.Parallel()
 			img := makeFixture(t, c.kind, 64)
 			oldSize := int64(64 << 20)
 			oldGDT := superField(t, img, "Reserved GDT blocks")
@@ -148,6 +149,7 @@ func growKernelCheck(t *testing.T, img string, oldSize, newSize int64, m model) 
 func TestAllocatedRanges(t *testing.T) {
 	for _, kind := range []string{"pigen", "1k", "default"} {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			img := makeFixture(t, kind, 64)
 			w := newWriter(t, img, kind)
 			writeHtreeChanges(t, w)

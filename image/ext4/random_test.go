@@ -182,6 +182,7 @@ func TestRandom(t *testing.T) {
 	}
 	for _, kind := range fxKinds {
 		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
 			defer func() {
 				if t.Failed() {
 					t.Logf("reproduce: go test ./image/ext4 -run 'TestRandom/^%s$' -seed=%d (IMGBAKE_RANDOM_ITER=%d)", kind, seed, randomIters())
