@@ -1,10 +1,16 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +18,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 )
+
+// k3sVersion is the release the cluster file pins.
+const k3sVersion = "v1.31.4+k3s1"
 
 // serverAddr is the cluster's server in the baked images; nothing listens
 // there (the stand-in k3s does not connect), it only has to reach the config.
@@ -21,7 +30,8 @@ const serverAddr = "10.0.2.15"
 // each with a label and a taint.
 const clusterFile = `server: ` + serverAddr + `
 k3s:
-  version: v1.31.4+k3s1
+  version: ` + k3sVersion + `
+%s
 base: %s
 nodes:
   - name: k1
@@ -75,8 +85,10 @@ type baked struct {
 	token string // the join token of imgbake.secrets.yaml
 }
 
-// bake runs `imgbake init` and `imgbake build --all --k3s-binary <stand-in>`
-// on the base image of arch, as a user would.
+// bake runs `imgbake init` and `imgbake build --all` on the base image of
+// arch, as a user would. The stand-in k3s comes as --k3s-binary for arm64,
+// and for armhf from a k3s release mirror on loopback (k3s-armhf and
+// sha256sum-arm.txt, as on GitHub), so that both ways into the image boot.
 func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error) {
 	dir, err := e.baked[arch].get(func() (string, error) {
 		bin, err := e.imgbakeBinary(ctx)
@@ -107,11 +119,23 @@ func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error
 		if err := run("init", "--server", serverAddr, "--base", base); err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(filepath.Join(dir, "imgbake.yaml"), []byte(fmt.Sprintf(clusterFile, base)), 0o644); err != nil {
+		args := []string{"build", "--all", "--cache-dir", filepath.Join(dir, "cache")}
+		mirror := ""
+		if arch == "arm64" {
+			args = append(args, "--k3s-binary", k3s)
+		} else {
+			srv, err := releaseMirror(arch, k3s)
+			if err != nil {
+				return "", err
+			}
+			defer srv.Close()
+			mirror = "  release-url: " + srv.URL
+		}
+		if err := os.WriteFile(filepath.Join(dir, "imgbake.yaml"), []byte(fmt.Sprintf(clusterFile, mirror, base)), 0o644); err != nil {
 			return "", err
 		}
 		t0 := time.Now()
-		if err := run("build", "--all", "--k3s-binary", k3s, "--cache-dir", filepath.Join(dir, "cache")); err != nil {
+		if err := run(args...); err != nil {
 			return "", err
 		}
 		t.Logf("imgbake build --all (%s) took %s", arch, elapsedSince(t0))
@@ -131,6 +155,32 @@ func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error
 		return baked{}, fmt.Errorf("reading the join token of imgbake.secrets.yaml: %v", err)
 	}
 	return baked{dir: filepath.Join(dir, "out"), token: s.Token}, nil
+}
+
+// releaseMirror serves binary as k3s release k3sVersion on loopback, laid out
+// like https://github.com/k3s-io/k3s/releases/download/<tag>/<asset>.
+func releaseMirror(arch, binary string) (*httptest.Server, error) {
+	asset, sums := "k3s-arm64", "sha256sum-arm64.txt"
+	if arch == "armhf" {
+		asset, sums = "k3s-armhf", "sha256sum-arm.txt"
+	}
+	b, err := os.ReadFile(binary)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(b)
+	files := map[string][]byte{
+		"/" + k3sVersion + "/" + asset: b,
+		"/" + k3sVersion + "/" + sums:  []byte(hex.EncodeToString(sum[:]) + "  " + asset + "\n"),
+	}
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeContent(w, r, path.Base(r.URL.Path), time.Time{}, bytes.NewReader(data))
+	})), nil
 }
 
 // checkFirstboot checks what the stand-in saw of imgbake-firstboot.service:
