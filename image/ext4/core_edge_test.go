@@ -151,3 +151,33 @@ func TestCoreRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestCoreOffset edits a filesystem that starts 1 MiB into a disk image, as a partition does.
+func TestCoreOffset(t *testing.T) {
+	img := coreMkfs(t, 32, 50, coreKinds["pigen"]...)
+	fsb, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := &memDev{b: append(append(bytes.Repeat([]byte{0xAA}, 1<<20), fsb...), bytes.Repeat([]byte{0xBB}, 4096)...)}
+	f, err := Open(disk, 1<<20, int64(len(fsb)), &Options{Now: coreNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteFile("/etc/hostname", []byte("offset\n"), Attr{Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(disk.b[:1<<20], bytes.Repeat([]byte{0xAA}, 1<<20)) || !bytes.Equal(disk.b[len(disk.b)-4096:], bytes.Repeat([]byte{0xBB}, 4096)) {
+		t.Fatal("bytes outside the partition changed")
+	}
+	if err := os.WriteFile(img, disk.b[1<<20:len(disk.b)-4096], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	coreFsck(t, img)
+	if got := coreDebugfs(t, img, "cat /etc/hostname"); got != "offset\n" {
+		t.Errorf("hostname = %q", got)
+	}
+}
