@@ -74,3 +74,44 @@ func TestCoreFragmentedAndLarge(t *testing.T) {
 		})
 	}
 }
+
+// TestCoreOneGiB streams a 1 GiB file (a k3s airgap tarball's size) into a sparse 4 GiB
+// filesystem, replaces it with a smaller one and checks content and consistency.
+func TestCoreOneGiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow")
+	}
+	coreNeed(t, "mkfs.ext4", "e2fsck", "debugfs")
+	img := t.TempDir() + "/fs.img"
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-O", "^64bit,^huge_file", img, "4G").CombinedOutput(); err != nil {
+		t.Fatal(err, string(out))
+	}
+	const n = 1 << 30
+	f, fh := coreOpen(t, img)
+	defer fh.Close()
+	if err := f.CreateFile("/airgap.tar", &patReader{n: n}, n, Attr{Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	free := f.FreeBytes()
+	if err := f.CreateFile("/airgap.tar", &patReader{n: n / 2}, n/2, Attr{Mode: 0o644}); err != nil {
+		t.Fatal(err)
+	}
+	if d := f.FreeBytes() - free; d < n/2 {
+		t.Errorf("replacing with half the size freed only %d bytes", d)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	coreFsck(t, img)
+	h := sha256.New()
+	io.Copy(h, &patReader{n: n / 2})
+	cmd := exec.Command("debugfs", "-R", "cat /airgap.tar", img)
+	out, _ := cmd.StdoutPipe()
+	cmd.Start()
+	h2 := sha256.New()
+	got, _ := io.Copy(h2, out)
+	cmd.Wait()
+	if got != n/2 || !bytes.Equal(h.Sum(nil), h2.Sum(nil)) {
+		t.Errorf("content differs (%d bytes)", got)
+	}
+}
