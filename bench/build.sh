@@ -26,9 +26,10 @@ IMGBAKE_BENCH_BASE="$W/base.img" go test ./bench -run '^TestMakeBase$' -count=1 
 # Root partition: the last one; e2fsprogs take "image?offset=BYTES".
 start=$(sfdisk -d "$W/base.img" | awk -F'[=,]' '/start=/ { s = $2 } END { gsub(/ /, "", s); print s }')
 root="$W/base.img?offset=$((start * 512))"
-# Up to FILL_MIB of real files, but leave the root filesystem 16 MiB.
+# Up to FILL_MIB of real files, but leave the root filesystem 48 MiB free
+# (a stock image has room to spare; filling it would make every build grow).
 free=$(dumpe2fs -h "$root" 2>/dev/null | awk -F: '/^Free blocks/ { f = $2 } /^Block size/ { b = $2 } END { print int(f * b / 1048576) }')
-fill=$(( FILL_MIB < free - 16 ? FILL_MIB : free - 16 ))
+fill=$(( FILL_MIB < free - 48 ? FILL_MIB : free - 48 ))
 tar cf - /usr/lib /usr/share /usr/bin 2>/dev/null | head -c "${fill}M" > "$W/filler" || true
 debugfs -w -R "write $W/filler /usr/share/bench-filler.tar" "$root" >/dev/null 2>&1
 e2fsck -fn "$root" >/dev/null

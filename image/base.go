@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
@@ -67,10 +68,10 @@ func sniffFormat(head []byte) string {
 // and later calls reuse that copy. The format is recognised from the
 // content, not the file name.
 func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (*Base, error) {
-	log := o.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
 	}
+	log := o.Log
 	f, err := os.Open(input)
 	if err != nil {
 		return nil, fmt.Errorf("opening base image: %w", err)
@@ -114,10 +115,12 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, fmt.Errorf("creating cache directory: %w", err)
 	}
 	log.Info("decompressing base image", "input", input, "format", format, "cache", cached)
+	start := time.Now()
 	size, err := decompressToCache(ctx, f, fi.Size(), format, cached, o)
 	if err != nil {
 		return nil, fmt.Errorf("decompressing %s: %w", input, err)
 	}
+	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
 	return &Base{Path: cached, InputSHA256: sum, Size: size, Format: format}, nil
 }
 
@@ -147,9 +150,11 @@ func decompressToCache(ctx context.Context, f *os.File, size int64, format, dst 
 	}
 	// The cache copy is the source of every image built from this base: make
 	// sure it is on disk before it gets its final name.
+	syncStart := time.Now()
 	if err := tmp.Sync(); err != nil {
 		return 0, fmt.Errorf("writing cache file: %w", err)
 	}
+	o.Log.Debug("synced cache file", "took", time.Since(syncStart))
 	if err := tmp.Chmod(0o444); err != nil {
 		return 0, fmt.Errorf("writing cache file: %w", err)
 	}

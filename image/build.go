@@ -18,11 +18,12 @@ import (
 	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/image/plan"
 	"github.com/imgbake/imgbake/internal/progress"
+	"golang.org/x/sync/errgroup"
 )
 
 // growMargin is the free space left on the root filesystem beyond what the
 // plan needs before Build grows the image.
-const growMargin = 64 << 20
+const growMargin = 16 << 20
 
 // BuildOptions say what Build makes.
 type BuildOptions struct {
@@ -133,15 +134,18 @@ func (b *builder) cleanup() {
 
 func (b *builder) run(ctx context.Context) (*Result, error) {
 	o := b.o
+	start := time.Now()
 	img, size, grown, err := b.makeImage(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer img.Close()
+	o.Log.Debug("copied base image", "took", time.Since(start))
 	files, edits, err := b.applyPlan(img)
 	if err != nil {
 		return nil, err
 	}
+	o.Log.Debug("applied plan", "took", time.Since(start))
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -149,10 +153,23 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing allocated ranges: %w", err)
 	}
-	bm, err := bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
-	if err != nil {
+	// The bmap's range checksums and the whole-image checksum read the same
+	// pages: compute them side by side.
+	var bm *bmap.Map
+	var imgSum string
+	g := new(errgroup.Group)
+	g.Go(func() (err error) {
+		bm, err = bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
+		return err
+	})
+	g.Go(func() (err error) {
+		imgSum, err = hashFile(img, size, progress.New(o.Progress, "checksumming", size))
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
+	o.Log.Debug("computed bmap and checksum", "took", time.Since(start))
 	bmf, err := b.temp(".bmap")
 	if err != nil {
 		return nil, err
@@ -163,10 +180,6 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	}
 	if err := bmf.Close(); err != nil {
 		return nil, fmt.Errorf("writing bmap: %w", err)
-	}
-	imgSum, err := hashFile(img, size, progress.New(o.Progress, "checksumming", size))
-	if err != nil {
-		return nil, err
 	}
 	m := &manifest.Manifest{
 		FormatVersion: manifest.FormatVersion, Epoch: o.Epoch, Meta: o.Meta, Files: files, Edits: edits,
@@ -350,7 +363,7 @@ func (b *builder) applyPlan(img *os.File) ([]manifest.File, []manifest.Edit, err
 func hashFile(f *os.File, size int64, bar *progress.Bar) (string, error) {
 	defer bar.Done()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, 0, size), bar), make([]byte, 1<<20)); err != nil {
+	if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, 0, size), bar), make([]byte, 4<<20)); err != nil {
 		return "", fmt.Errorf("checksumming image: %w", err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

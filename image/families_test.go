@@ -103,11 +103,15 @@ func TestBuildGPT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := sha(mustRead(t, img))
 	out := filepath.Join(t.TempDir(), "k5.img")
 	res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: testPlan(t, 1<<20),
 		Size: info.Size + 200<<20, Epoch: time.Unix(1700000000, 0)})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if sha(mustRead(t, img)) != before || base.Path != img {
+		t.Error("the raw base image was modified or not used in place")
 	}
 	if v := run(t, "sfdisk", "--verify", res.Image); !strings.Contains(v, "No errors detected") {
 		t.Errorf("sfdisk --verify:\n%s", v)
