@@ -309,6 +309,11 @@ func damagedSeeds(t testing.TB, img string) [][]byte {
 		func(b []byte) { le32(b[dirBlock+40:], 0xFFFFFFFF) },             // htree entry hash
 		func(b []byte) { le32(b[etcBlock+24:], 2); b[etcBlock+31] = 2 },  // /etc/<first> is the root: a cycle
 		func(b []byte) { le32(b[passwd+108:], 0x80000000) },              // file size negative as int64
+		func(b []byte) { // htree entries pointing past the directory's blocks
+			for o := 44; o < 64; o += 8 {
+				le32(b[dirBlock+o:], 204)
+			}
+		},
 	}
 	var seeds [][]byte
 	for _, e := range edits {
@@ -381,4 +386,68 @@ func readEverything(data []byte) {
 	})
 	f.AllocatedRanges()
 	f.FreeBytes()
+}
+
+// FuzzOpenWrite opens damaged filesystems for writing and edits them, as
+// imgbake does with a user's base image: errors are expected (ErrCorrupt),
+// panics and hangs are bugs. The device is memory, so nothing on disk is hurt.
+func FuzzOpenWrite(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		done := make(chan error, 1)
+		go func() { done <- noPanic(func() error { editEverything(bytes.Clone(data)); return nil }) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("editing a %d-byte image did not finish in 10 s", len(data))
+		}
+	})
+}
+
+// memDevice is a fixed-size in-memory Device.
+type memDevice []byte
+
+func (m memDevice) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off >= int64(len(m)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m memDevice) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m)) {
+		return 0, errors.New("write past the end of the device")
+	}
+	return copy(m[off:], p), nil
+}
+
+// editEverything opens data for writing and tries the edits imgbake makes.
+func editEverything(data []byte) {
+	f, err := ext4.Open(memDevice(data), 0, int64(len(data)), &ext4.Options{Now: testNow})
+	if err != nil {
+		return
+	}
+	a := ext4.Attr{Mode: 0o644}
+	f.MkdirAll("/etc/rancher/k3s", ext4.Attr{Mode: 0o755})
+	f.WriteFile("/etc/rancher/k3s/config.yaml", []byte("token: x\n"), a)
+	f.WriteFile("/etc/hostname", []byte("node\n"), a)
+	f.CreateFile("/dir/new", strings.NewReader(strings.Repeat("x", 5000)), 5000, a)
+	f.Symlink(strings.Repeat("t", 80), "/etc/slow", a)
+	f.Remove("/dir/entry-003")
+	f.Remove("/usr/bin/big")
+	f.Chmod("/usr/bin/ping", 0o755)
+	f.Chown("/etc/passwd", 1, 1)
+	f.SetXattr("/etc/shadow", "user.x", []byte("y"))
+	f.Sync()
+	f.AllocatedRanges()
+	f.Close()
 }
