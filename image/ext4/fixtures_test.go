@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -206,9 +207,22 @@ func fxCacheDir() string {
 }
 
 func TestMain(m *testing.M) {
+	removeStaleCaches()
 	code := m.Run()
 	os.RemoveAll(fxCacheDir())
 	os.Exit(code)
+}
+
+// removeStaleCaches removes the fixture caches of test processes that died
+// without cleaning up (killed runs, fuzz workers).
+func removeStaleCaches() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "imgbake-ext4-fixtures-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "imgbake-ext4-fixtures-"))
+		if err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // makeFixture returns the path of a fresh copy of a fixture filesystem of
