@@ -192,7 +192,7 @@ func TestRandom(t *testing.T) {
 			r := &randomRun{t: t, m: newModel(fixtureTree(kind)), rng: rand.New(rand.NewPCG(seed, 0))}
 			r.f = openImage(t, img, false)
 			iters := randomIters()
-			checkEvery := max(iters/3, 50)
+			checkEvery := max(iters/2, 50)
 			for i := 1; i <= iters && !t.Failed(); i++ {
 				r.step(i)
 				if i%checkEvery == 0 && i < iters {
