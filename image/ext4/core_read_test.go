@@ -18,14 +18,12 @@ var coreKinds = map[string][]string{
 	"legacy":       {"-T", "default", "--hash=legacy"},
 	"1k":           {"-T", "small", "-I", "128"},
 	"1k-256":       {"-b", "1024", "-I", "256", "-O", "^64bit"},
+	"ext3":         {"-T", "default", "-t", "ext3"},
+	"ext2-1k":      {"-T", "small", "-t", "ext2"},
 }
 
 func TestCoreRead(t *testing.T) {
-	kinds := map[string][]string{"ext3": {"-T", "default", "-t", "ext3"}, "ext2-1k": {"-T", "small", "-t", "ext2"}}
-	for k, v := range coreKinds {
-		kinds[k] = v
-	}
-	for kind, opts := range kinds {
+	for kind, opts := range coreKinds {
 		t.Run(kind, func(t *testing.T) {
 			img := coreMkfs(t, 64, 600, opts...)
 			f, fh := coreOpenMode(t, img, true)

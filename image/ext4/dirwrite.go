@@ -82,8 +82,8 @@ func (f *FS) appendDirBlock(dir *inode) (uint32, uint64, error) {
 	if k := len(exts); k > 0 {
 		goal = exts[k-1].pblk + uint64(exts[k-1].n)
 	}
-	// up front: one data block plus possibly new tree blocks
-	if f.freeBlk < uint64(2+f.treeNodes(len(exts)+1)) {
+	// up front: one data block plus possibly new mapping blocks
+	if f.freeBlk < 2+f.mapBlocks(dir, append(exts, extent{lblk: lblk, n: 1})) {
 		return 0, 0, fmt.Errorf("growing directory inode %d: %w", dir.ino, ErrNoSpace)
 	}
 	runs, err := f.allocBlocks(goal, 1)
@@ -97,10 +97,7 @@ func (f *FS) appendDirBlock(dir *inode) (uint32, uint64, error) {
 	} else {
 		exts = append(exts, extent{lblk: lblk, pblk: p, n: 1})
 	}
-	if dir.flags()&flExtents == 0 {
-		return 0, 0, fmt.Errorf("growing directory inode %d: block-mapped (ext3) directories are not supported for writing: %w", dir.ino, ErrUnsupported)
-	}
-	if err := f.setExtents(dir, exts, meta, p); err != nil {
+	if err := f.setMap(dir, exts, meta, p); err != nil {
 		return 0, 0, err
 	}
 	dir.addBlocks(f, 1)

@@ -212,6 +212,9 @@ func (f *FS) newInode(ino uint32, mode uint16, a Attr) *inode {
 	in := &inode{ino: ino, b: make([]byte, f.inodeSize)}
 	put16(in.b, iMode, mode)
 	in.setOwner(a.UID, a.GID)
+	if f.hasIncompat(incompatExtents) {
+		put32(in.b, iFlags, flExtents)
+	}
 	if f.inodeSize > 128 {
 		extra := le16(f.sb, sbWantExtraIsize)
 		if extra < 32 {

@@ -45,11 +45,9 @@ func (f *FS) symlink(target, name string, a Attr) error {
 	put16(in.b, iLinks, 1)
 	in.setSize(int64(len(target)))
 	if len(target) < 60 {
+		put32(in.b, iFlags, in.flags()&^flExtents) // fast symlinks keep the target in i_block
 		copy(in.b[iBlock:], target)
 	} else {
-		if !f.hasIncompat(incompatExtents) {
-			return fmt.Errorf("slow symlinks need the extent feature here: %w", ErrUnsupported)
-		}
 		runs, err := f.allocBlocks(f.inodeGoal(ino), 1)
 		if err != nil {
 			return err
@@ -60,7 +58,7 @@ func (f *FS) symlink(target, name string, a Attr) error {
 			return err
 		}
 		f.forget(runs[0].start)
-		if err := f.setExtents(in, runsToExtents(runs, 0), nil, runs[0].start); err != nil {
+		if err := f.setMap(in, runsToExtents(runs, 0), nil, runs[0].start); err != nil {
 			return err
 		}
 		in.addBlocks(f, 1)

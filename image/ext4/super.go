@@ -183,9 +183,6 @@ func (f *FS) parseSuper() error {
 		if st := le16(sb, sbState); st&1 == 0 || st&2 != 0 || ro&roOrphanPresent != 0 {
 			return fmt.Errorf("opening ext4 for writing: filesystem was not cleanly unmounted or has errors (state %#x): %w", st, ErrNeedsRecovery)
 		}
-		if incompat&incompatExtents == 0 {
-			return fmt.Errorf("opening ext4 for writing: filesystems without the extent feature (ext2/ext3) can only be opened read-only: %w", ErrUnsupported)
-		}
 		if le32(sb, sbFeatureCompat)&compatSparseSuper2 != 0 {
 			return fmt.Errorf("opening ext4 for writing: sparse_super2 is not supported: %w", ErrUnsupported)
 		}

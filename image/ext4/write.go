@@ -36,9 +36,6 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 	if size < 0 {
 		return fmt.Errorf("negative size %d: %w", size, fs.ErrInvalid)
 	}
-	if !f.hasIncompat(incompatExtents) {
-		return fmt.Errorf("filesystems without the extent feature are read-only here: %w", ErrUnsupported)
-	}
 	dir, base, err := f.resolveParent(name)
 	if err != nil {
 		return err
@@ -94,7 +91,11 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 		return err
 	}
 	exts := runsToExtents(runs, 0)
-	if uint64(f.treeNodes(len(exts)))+slack > f.freeBlk {
+	probe := &inode{b: make([]byte, f.inodeSize)}
+	if f.hasIncompat(incompatExtents) {
+		put32(probe.b, iFlags, flExtents)
+	}
+	if f.mapBlocks(probe, exts)+slack > f.freeBlk {
 		f.undoAlloc(runs)
 		return fmt.Errorf("no room for the extent tree: %w", ErrNoSpace)
 	}
@@ -120,7 +121,7 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 	if len(runs) > 0 {
 		treeGoal = runs[len(runs)-1].start + runs[len(runs)-1].n
 	}
-	if err := f.setExtents(in, exts, nil, treeGoal); err != nil {
+	if err := f.setMap(in, exts, nil, treeGoal); err != nil {
 		return err
 	}
 	in.addBlocks(f, int64(nblk))
@@ -205,7 +206,7 @@ func (f *FS) truncate(in *inode) error {
 	}
 	clear(in.b[iBlock : iBlock+60])
 	in.setSize(0)
-	if in.flags()&flExtents != 0 || f.hasIncompat(incompatExtents) {
+	if f.hasIncompat(incompatExtents) {
 		put16(in.b, iBlock, extMagic)
 		put16(in.b, iBlock+4, 4)
 		put32(in.b, iFlags, in.flags()|flExtents)
@@ -296,7 +297,7 @@ func (f *FS) mkdir(name string, a Attr) error {
 	}
 	in := f.newInode(ino, sIFDIR|a.Mode&07777, a)
 	put16(in.b, iLinks, 2)
-	if err := f.setExtents(in, runsToExtents(runs, 0), nil, runs[0].start); err != nil {
+	if err := f.setMap(in, runsToExtents(runs, 0), nil, runs[0].start); err != nil {
 		return err
 	}
 	in.addBlocks(f, 1)
