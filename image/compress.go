@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -69,6 +70,8 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	sem := make(chan struct{}, workers+1) // bounds chunks held in memory
+	// Images are mostly unused space: compress an all-zero chunk once.
+	zeroStream := sync.OnceValues(func() ([]byte, error) { return xzCompress(make([]byte, xzChunk)) })
 	g.Go(func() error {
 		for i := range n {
 			select {
@@ -82,18 +85,17 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 				if _, err := img.ReadAt(buf, off); err != nil {
 					return err
 				}
-				var out bytes.Buffer
-				zw, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&out)
+				var stream []byte
+				var err error
+				if len(buf) == xzChunk && isZero(buf) {
+					stream, err = zeroStream()
+				} else {
+					stream, err = xzCompress(buf)
+				}
 				if err != nil {
 					return err
 				}
-				if _, err := zw.Write(buf); err != nil {
-					return err
-				}
-				if err := zw.Close(); err != nil {
-					return err
-				}
-				results[i] <- out.Bytes()
+				results[i] <- stream
 				return nil
 			})
 		}
@@ -115,4 +117,20 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 		return nil
 	})
 	return g.Wait()
+}
+
+// xzCompress compresses p into one .xz stream with a CRC64 check.
+func xzCompress(p []byte) ([]byte, error) {
+	var out bytes.Buffer
+	zw, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&out)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := zw.Write(p); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
