@@ -119,6 +119,10 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	}
 	for _, j := range jobs { // refuse ARMv6 boards before any work
 		if _, err := firstboot.Check(firstboot.Input{Node: j.node}); err != nil {
+			if _, i, listed := c.Node(j.node.Name); listed {
+				f := fmt.Sprintf("nodes[%d].model", i)
+				return fmt.Errorf("%s:%d: %s: %w", c.File, c.Line(f), f, err)
+			}
 			return err
 		}
 	}
