@@ -145,7 +145,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	}
 
 	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log})
-	if err != nil {
+	if interrupted(ctx, err) {
+		return errors.New("interrupted while preparing the base image; no image was written")
+	} else if err != nil {
 		return fmt.Errorf("preparing base image %s: %w", basePath, err)
 	}
 	info, err := image.Inspect(base.Path)
@@ -153,7 +155,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		return fmt.Errorf("inspecting base image %s: %w", basePath, err)
 	}
 	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
-	if err != nil {
+	if interrupted(ctx, err) {
+		return errors.New("interrupted while getting k3s; no image was written")
+	} else if err != nil {
 		return err
 	}
 	if epoch.IsZero() {
@@ -182,9 +186,10 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		if err != nil {
 			return fmt.Errorf("node %s: %w", j.node.Name, err)
 		}
+		output := filepath.Join(outDir, j.node.Name+".img")
 		res, err := image.Build(ctx, image.BuildOptions{
 			Base: base, Info: info, Plan: p, Size: size, Compress: o.compress, Epoch: epoch,
-			Output: filepath.Join(outDir, j.node.Name+".img"),
+			Output: output,
 			Meta: map[string]string{
 				"node": j.node.Name, "profile": j.profile.Name, "role": j.profile.Role,
 				"k3s_version": bin.Version, "k3s_sha256": bin.SHA256, "k3s_arch": bin.Arch,
@@ -193,11 +198,20 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 			Progress: a.Stderr, Log: log,
 		})
 		if err != nil {
+			if interrupted(ctx, err) {
+				return fmt.Errorf("interrupted: %s was not written (an earlier one, if any, is unchanged); run the same command again to build it", output)
+			}
 			return fmt.Errorf("building %s: %w", j.node.Name, err)
 		}
 		fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
 	}
 	return nil
+}
+
+// interrupted reports whether err comes from the user stopping imgbake
+// (Ctrl-C or SIGTERM cancel ctx in main).
+func interrupted(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && errors.Is(err, context.Canceled)
 }
 
 // loadCluster reads the cluster file, with advice when there is none.

@@ -1,11 +1,15 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // lineOf returns the 1-based line of the first line of file containing s.
@@ -37,5 +41,72 @@ func TestBuildRefusesARMv6WithLine(t *testing.T) {
 	code, _, e = run(t, map[string]string{"HOME": dir}, "build", "-c", cfg, "--all")
 	if code != 1 || !strings.Contains(e, want) {
 		t.Errorf("pi0w with --all: exit %d, %q, want %q", code, e, want)
+	}
+}
+
+// TestBuildInterrupted: Ctrl-C (a cancelled context) during a build says
+// so instead of "context canceled", leaves an earlier image as it was and
+// leaves no temporary files in the output directory.
+func TestBuildInterrupted(t *testing.T) {
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	dir, cfg, _ := clusterDir(t, base, "http://127.0.0.1:1")
+	bin := filepath.Join(dir, "k3s-arm64")
+	if err := os.WriteFile(bin, crossELF(t, "arm64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOME": dir}
+	args := []string{"build", "-c", cfg, "--k3s-binary", bin, "k5"}
+	if code, _, e := run(t, env, args...); code != 0 {
+		t.Fatalf("build: %d %s", code, e)
+	}
+	img := filepath.Join(dir, "out", "k5.img")
+	before, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var o, e bytes.Buffer
+	app := &App{Stdout: &o, Stderr: &e, Env: func(k string) string { return env[k] }}
+	code := app.Execute(ctx, args)
+	if code != 1 || strings.Contains(e.String(), "context canceled") || !strings.Contains(e.String(), "interrupted") ||
+		!strings.Contains(e.String(), img+" was not written") {
+		t.Errorf("interrupted build: exit %d, stderr %q", code, e.String())
+	}
+	if o.Len() != 0 {
+		t.Errorf("stdout: %q", o.String())
+	}
+	after, err := os.ReadFile(img)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("the earlier image changed (%v)", err)
+	}
+	ents, _ := os.ReadDir(filepath.Join(dir, "out"))
+	for _, ent := range ents {
+		if !strings.HasPrefix(ent.Name(), "k5.img") || strings.HasSuffix(ent.Name(), ".tmp") {
+			t.Errorf("left in out/: %s", ent.Name())
+		}
+	}
+}
+
+// TestBuildInterruptedBeforeImages: Ctrl-C before any image is built (while
+// the base is prepared or k3s downloaded) says so too.
+func TestBuildInterruptedBeforeImages(t *testing.T) {
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	srv := fakeRelease(t, map[string][]byte{"arm64": crossELF(t, "arm64")})
+	dir, cfg, _ := clusterDir(t, base, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var o, e bytes.Buffer
+	app := &App{Stdout: &o, Stderr: &e, Env: func(k string) string { return map[string]string{"HOME": dir}[k] }}
+	code := app.Execute(ctx, []string{"build", "-c", cfg, "k5"})
+	if code != 1 || strings.Contains(e.String(), "context canceled") || !strings.Contains(e.String(), "interrupted while") ||
+		!strings.Contains(e.String(), "no image was written") {
+		t.Errorf("interrupted build: exit %d, stderr %q", code, e.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+		t.Error("out/ was created")
 	}
 }
