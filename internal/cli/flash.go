@@ -287,26 +287,15 @@ func verifySize(m *bmap.Map, written int64) int64 {
 	return m.MappedBytes()
 }
 
-// flashProgress shows a progress bar per phase on a terminal and a plain
-// line at each quarter otherwise.
+// flashProgress shows a progress bar per phase (writing, then verifying) on
+// a terminal, and nothing otherwise.
 type flashProgress struct {
-	w         io.Writer
-	plain     bool
-	bars      map[string]*progress.Bar
-	totals    map[string]int64
-	doneBytes map[string]int64
-	phase     string
-	printed   int // quarters printed in this phase
+	bars  map[string]*progress.Bar
+	phase string
 }
 
 func newFlashProgress(w io.Writer, write, verify int64) *flashProgress {
-	return &flashProgress{
-		w:         w,
-		plain:     !progress.IsTerminal(w),
-		bars:      map[string]*progress.Bar{"write": progress.New(w, "writing", write), "verify": progress.New(w, "verifying", verify)},
-		totals:    map[string]int64{"write": write, "verify": verify},
-		doneBytes: map[string]int64{},
-	}
+	return &flashProgress{bars: map[string]*progress.Bar{"write": progress.New(w, "writing", write), "verify": progress.New(w, "verifying", verify)}}
 }
 
 // add is called by flash.Write from one goroutine at a time (writing,
@@ -316,19 +305,9 @@ func (p *flashProgress) add(phase string, n int64) {
 		if p.phase != "" {
 			p.bars[p.phase].Done()
 		}
-		p.phase, p.printed = phase, 0
+		p.phase = phase
 	}
 	p.bars[phase].Add(n)
-	p.doneBytes[phase] += n
-	total := p.totals[phase]
-	if !p.plain || total <= 0 {
-		return
-	}
-	for q := p.printed + 1; q <= 4 && p.doneBytes[phase]*4 >= total*int64(q); q++ {
-		fmt.Fprintf(p.w, "%s: %d%% (%s of %s)\n", map[string]string{"write": "writing", "verify": "verifying"}[phase],
-			q*25, bmap.HumanSize(p.doneBytes[phase]), bmap.HumanSize(total))
-		p.printed = q
-	}
 }
 
 func (p *flashProgress) done() {

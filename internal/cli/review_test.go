@@ -110,3 +110,23 @@ func TestBuildInterruptedBeforeImages(t *testing.T) {
 		t.Error("out/ was created")
 	}
 }
+
+// TestFlashQuietWithoutTerminal: like every other command, flash draws no
+// progress when stderr is not a terminal (a log file, CI): it says what it
+// writes and where, and reports the result on stdout.
+func TestFlashQuietWithoutTerminal(t *testing.T) {
+	dir := t.TempDir()
+	image, _ := flashImage(t, dir, "k5")
+	target := filepath.Join(dir, "card.img")
+	code, out, errOut := runWith(t, "", "flash", "--allow-file", image, target)
+	if code != 0 || !strings.Contains(out, "Verified") {
+		t.Fatalf("flash: exit %d %q %q", code, out, errOut)
+	}
+	if lines := strings.Split(strings.TrimSpace(errOut), "\n"); len(lines) != 1 || !strings.HasPrefix(lines[0], "Writing k5.img to ") {
+		t.Errorf("stderr without a terminal: %q; want only the Writing line", errOut)
+	}
+	code, out, errOut = runWith(t, "", "verify", image, target)
+	if code != 0 || errOut != "" {
+		t.Errorf("verify: exit %d %q %q", code, out, errOut)
+	}
+}
