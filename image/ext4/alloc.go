@@ -316,14 +316,22 @@ func (f *FS) claimInode(g uint32, b *bitmap, j uint32, dir bool) error {
 	return nil
 }
 
-// zeroInodes clears inode slots [from, to) of group g on disk.
+// zeroInodes clears inode slots [from, to) of group g, through the block cache so a cached
+// copy of the inode table never writes the old bytes back.
 func (f *FS) zeroInodes(g, from, to uint32) error {
-	if from >= to {
-		return nil
+	for j := from; j < to; j++ {
+		blk, off, err := f.inodeLoc(g*f.ipg + j + 1)
+		if err != nil {
+			return err
+		}
+		d, err := f.readBlock(blk)
+		if err != nil {
+			return err
+		}
+		clear(d[off : off+f.inodeSize])
+		f.markDirty(blk, d)
 	}
-	buf := make([]byte, int(to-from)*f.inodeSize)
-	off := int64(f.inodeTableLoc(g))*f.bs + int64(from)*int64(f.inodeSize)
-	return f.writeAt(buf, off)
+	return nil
 }
 
 func (f *FS) freeInode(ino uint32, dir bool) error {

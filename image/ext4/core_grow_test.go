@@ -2,7 +2,9 @@ package ext4
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -88,6 +90,50 @@ func TestCoreGrowGDT(t *testing.T) {
 			coreFsck(t, img)
 			if got := coreDebugfs(t, img, "cat /after"); got != "grown" {
 				t.Errorf("cat /after = %q", got)
+			}
+		})
+	}
+}
+
+// TestCoreGrowOverGarbage grows into space that holds old bytes (not zeros), then uses
+// inodes and blocks of the new groups: nothing may depend on the new space being zero.
+func TestCoreGrowOverGarbage(t *testing.T) {
+	for _, kind := range []string{"pigen", "nocsum", "1k"} {
+		t.Run(kind, func(t *testing.T) {
+			img := coreMkfs(t, 48, 10, append([]string{"-N", "64"}, coreKinds[kind]...)...)
+			fh, err := os.OpenFile(img, os.O_RDWR|os.O_APPEND, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fh.Write(bytes.Repeat([]byte{0x5A}, 200<<20)); err != nil {
+				t.Fatal(err)
+			}
+			fh.Close()
+			f, fh := coreOpen(t, img)
+			defer fh.Close()
+			if err := f.Grow(248 << 20); err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for ; n < 300; n++ {
+				err := f.WriteFile("/f"+strconv.Itoa(n), bytes.Repeat([]byte{byte(n)}, 70000), Attr{Mode: 0o644})
+				if errors.Is(err, ErrNoInodes) {
+					break
+				}
+				if err != nil {
+					t.Fatal(n, err)
+				}
+			}
+			if n < 80 {
+				t.Fatalf("only %d files: the new groups' inodes were not used", n)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			coreFsck(t, img)
+			last := n - 1
+			if got := coreDebugfs(t, img, "cat /f"+strconv.Itoa(last)); got != string(bytes.Repeat([]byte{byte(last)}, 70000)) {
+				t.Errorf("/f%d differs", last)
 			}
 		})
 	}
