@@ -227,14 +227,16 @@ func NodePassword(token, name string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
-// extraFiles adds the profile's files.
+// extraFiles adds the profile's files. A file only its owner may read
+// (registry credentials, a private key) is a Secret entry: its checksum is
+// kept out of the manifest and logs, like the token's.
 func (b *builder) extraFiles() error {
 	for _, f := range b.in.Profile.Files {
 		if f.Path == ConfigPath || f.Path == PasswordPath || f.Path == K3sBin {
 			return fmt.Errorf("profile %s: files: %s is written by imgbake; use the profile's k3s: keys instead", b.in.Profile.Name, f.Path)
 		}
 		uid, gid := f.IDs()
-		e := plan.Entry{Part: plan.Root, Path: f.Path, Kind: plan.File, Mode: f.Perm(), UID: uid, GID: gid, Source: f.Source}
+		e := plan.Entry{Part: plan.Root, Path: f.Path, Kind: plan.File, Mode: f.Perm(), UID: uid, GID: gid, Source: f.Source, Secret: f.Perm()&0o077 == 0}
 		if f.Source == "" {
 			e.Data = []byte(f.Content)
 		}
