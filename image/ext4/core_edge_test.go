@@ -181,3 +181,34 @@ func TestCoreOffset(t *testing.T) {
 		t.Errorf("hostname = %q", got)
 	}
 }
+
+// TestCoreMetaBg edits a filesystem with the meta_bg descriptor layout.
+func TestCoreMetaBg(t *testing.T) {
+	for _, opts := range [][]string{{"-T", "default", "-O", "^resize_inode,meta_bg"}, {"-T", "small", "-O", "^resize_inode,meta_bg,^metadata_csum"}} {
+		img := coreMkfs(t, 300, 200, opts...)
+		f, fh := coreOpen(t, img)
+		if !f.metaBg() {
+			t.Fatal("meta_bg not set")
+		}
+		big := bytes.Repeat([]byte("meta"), 60<<20/4)
+		if err := f.WriteFile("/big", big, Attr{Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 300; i++ {
+			if err := f.WriteFile(fmt.Sprintf("/usr/bin/m%d", i), []byte("x"), Attr{Mode: 0o644}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := f.AllocatedRanges(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		fh.Close()
+		coreFsck(t, img)
+		if got := coreDebugfs(t, img, "cat /big"); got != string(big) {
+			t.Errorf("%v: /big differs", opts)
+		}
+	}
+}

@@ -48,8 +48,14 @@ func (f *FS) gdtBlock() uint64 { return f.firstData + 1 }
 
 func (f *FS) loadGDT() error {
 	f.gdt = make([]byte, f.descBlks*uint64(f.bs))
-	if err := f.readAt(f.gdt, int64(f.gdtBlock())*f.bs); err != nil {
-		return fmt.Errorf("reading group descriptors: %w", err)
+	for i := uint64(0); i < f.descBlks; i++ {
+		loc := f.gdtLoc(i)
+		if loc >= f.blocks {
+			return fmt.Errorf("reading group descriptors: block %d out of range: %w", loc, ErrCorrupt)
+		}
+		if err := f.readAt(f.gdt[i*uint64(f.bs):(i+1)*uint64(f.bs)], int64(loc)*f.bs); err != nil {
+			return fmt.Errorf("reading group descriptors: %w", err)
+		}
 	}
 	f.gdt = f.gdt[:uint64(f.groups)*uint64(f.descSize)]
 	for g := uint32(0); g < f.groups; g++ {
@@ -161,15 +167,46 @@ func (f *FS) hasSuper(g uint32) bool {
 	return false
 }
 
-// superOverhead is the number of blocks at the start of group g taken by the superblock
-// copy, the descriptor table and the reserved GDT blocks.
-func (f *FS) superOverhead(g uint32) uint64 {
-	if !f.hasSuper(g) {
-		return 0
+// metaBg reports the meta_bg layout: descriptor block i >= s_first_meta_bg lives in the
+// first group of its meta group (and backups in the second and last).
+func (f *FS) metaBg() bool { return f.hasIncompat(incompatMetaBg) }
+
+func (f *FS) firstMetaBg() uint64 { return uint64(le32(f.sb, sbFirstMetaBg)) }
+
+// descPerBlock is the number of group descriptors in one block (the groups of a meta group).
+func (f *FS) descPerBlock() uint32 { return uint32(f.bs) / uint32(f.descSize) }
+
+// gdtLoc is where descriptor block i of the primary table lives.
+func (f *FS) gdtLoc(i uint64) uint64 {
+	if !f.metaBg() || i < f.firstMetaBg() {
+		return f.gdtBlock() + i
 	}
-	n := 1 + f.descBlks + uint64(le16(f.sb, sbReservedGDT))
-	if g == 0 && f.firstData == 0 && f.bs == 1024 {
-		n++ // not reached: 1 KiB blocks always have first_data_block 1
+	g := uint32(i) * f.descPerBlock()
+	if f.hasSuper(g) {
+		return f.groupStart(g) + 1
+	}
+	return f.groupStart(g)
+}
+
+// superOverhead is the number of blocks at the start of group g taken by the superblock
+// copy, descriptor blocks (classic or meta_bg) and the reserved GDT blocks
+// (ext2fs_super_and_bgd_loc2).
+func (f *FS) superOverhead(g uint32) uint64 {
+	n := uint64(0)
+	if f.hasSuper(g) {
+		n = 1
+	}
+	dpb := f.descPerBlock()
+	if !f.metaBg() || uint64(g/dpb) < f.firstMetaBg() {
+		if f.hasSuper(g) {
+			if f.metaBg() {
+				n += f.firstMetaBg()
+			} else {
+				n += f.descBlks + uint64(le16(f.sb, sbReservedGDT))
+			}
+		}
+	} else if r := g % dpb; r == 0 || r == 1 || r == dpb-1 {
+		n++
 	}
 	return n
 }
@@ -210,7 +247,7 @@ func (f *FS) flushGDT() error {
 		hi := min(lo+uint64(f.bs), uint64(len(f.gdt)))
 		buf := make([]byte, f.bs)
 		copy(buf, f.gdt[lo:hi])
-		if err := f.writeAt(buf, int64(f.gdtBlock()+i)*f.bs); err != nil {
+		if err := f.writeAt(buf, int64(f.gdtLoc(i))*f.bs); err != nil {
 			return err
 		}
 	}

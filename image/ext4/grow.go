@@ -32,6 +32,9 @@ func (f *FS) grow(newSize int64) error {
 	if newBlocks == f.blocks {
 		return nil
 	}
+	if f.metaBg() {
+		return fmt.Errorf("filesystems with meta_bg cannot be grown here; use resize2fs: %w", ErrUnsupported)
+	}
 	var probe [1]byte
 	if _, err := f.dev.ReadAt(probe[:], f.off+newSize-1); err != nil {
 		return fmt.Errorf("device is smaller than the new size (extend the image file or partition first): %w", err)

@@ -35,6 +35,7 @@ const (
 	sbHashSeed        = 0xEC
 	sbDefHashVersion  = 0xFC
 	sbDescSize        = 0xFE
+	sbFirstMetaBg     = 0x104
 	sbBlocksCountHi   = 0x150
 	sbRBlocksCountHi  = 0x154
 	sbFreeBlocksHi    = 0x158
@@ -77,7 +78,7 @@ const (
 	roOrphanPresent = 0x10000
 )
 
-const knownIncompat = incompatFiletype | incompatRecover | incompatExtents | incompat64bit |
+const knownIncompat = incompatFiletype | incompatRecover | incompatMetaBg | incompatExtents | incompat64bit |
 	incompatFlexBg | incompatCsumSeed | incompatLargedir
 
 const knownRoCompat = roSparseSuper | roLargeFile | 0x4 | roHugeFile | roGdtCsum | roDirNlink |
@@ -166,7 +167,7 @@ func (f *FS) parseSuper() error {
 	}
 	incompat, ro := le32(sb, sbFeatureIncompat), le32(sb, sbFeatureRoCompat)
 	if u := incompat &^ knownIncompat; u != 0 {
-		return fmt.Errorf("opening ext4: incompatible features %#x (e.g. meta_bg, inline_data, encrypt, casefold, mmp) are not supported; use a base image made without them: %w", u, ErrUnsupported)
+		return fmt.Errorf("opening ext4: incompatible features %#x (e.g. inline_data, encrypt, casefold, mmp) are not supported; use a base image made without them: %w", u, ErrUnsupported)
 	}
 	if u := ro &^ knownRoCompat; u != 0 {
 		if f.w != nil {
