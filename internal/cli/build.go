@@ -203,9 +203,25 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 			}
 			return fmt.Errorf("building %s: %w", j.node.Name, err)
 		}
-		fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+		if res.Image == output {
+			fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+		} else {
+			fmt.Fprintf(a.Stdout, "%s: %s (raw image %s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+		}
+		a.warnStale(output, res.Image)
 	}
 	return nil
+}
+
+// warnStale warns about an image of the node in another format (raw or
+// compressed) left by an earlier build: the .bmap and manifest beside it now
+// describe the new image, so it must not be flashed.
+func (a *App) warnStale(output, written string) {
+	for _, p := range []string{output, output + ".xz", output + ".zst"} {
+		if p != written && fileExists(p) {
+			fmt.Fprintf(a.Stderr, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, written)
+		}
+	}
 }
 
 // interrupted reports whether err comes from the user stopping imgbake

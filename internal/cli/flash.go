@@ -130,6 +130,14 @@ func (a *App) resolveImage(g *globals, arg string) (imageFiles, error) {
 		}
 		out = c.Path(c.OutputDir)
 	}
+	// The manifest names the image its .bmap describes: an image of another
+	// format left by an earlier build is stale.
+	if m, err := manifest.Load(filepath.Join(out, arg+".img.manifest.json")); err == nil {
+		p := filepath.Join(out, firstNonEmpty(m.Image.Compressed, m.Image.Name))
+		if filepath.Dir(p) == out && fileExists(p) {
+			return imageFiles{image: p, bmap: flash.BmapPathFor(p)}, nil
+		}
+	}
 	for _, ext := range []string{".img", ".img.zst", ".img.xz", ".img.gz"} {
 		p := filepath.Join(out, arg+ext)
 		if fileExists(p) {

@@ -130,3 +130,39 @@ func TestFlashQuietWithoutTerminal(t *testing.T) {
 		t.Errorf("verify: exit %d %q %q", code, out, errOut)
 	}
 }
+
+// TestBuildCompressedAfterRaw: a compressed build names what its checksum
+// is of (the raw image, not the .zst file), warns that the raw image of an
+// earlier build is now stale (its .bmap and manifest were replaced), and
+// flash by node name takes the image the manifest describes.
+func TestBuildCompressedAfterRaw(t *testing.T) {
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	dir, cfg, _ := clusterDir(t, base, "http://127.0.0.1:1")
+	bin := filepath.Join(dir, "k3s-arm64")
+	if err := os.WriteFile(bin, crossELF(t, "arm64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"HOME": dir}
+	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "k5"); code != 0 {
+		t.Fatalf("build: %d %s", code, e)
+	}
+	// Change the node so that the two builds differ.
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, bytes.Replace(data, []byte("example.com/disk: ssd"), []byte("example.com/disk: nvme"), 1), 0o644)
+	code, out, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "--compress", "zst", "k5")
+	if code != 0 {
+		t.Fatalf("build --compress zst: %d %s", code, e)
+	}
+	raw := filepath.Join(dir, "out", "k5.img")
+	if !strings.Contains(out, raw+".zst (") || !strings.Contains(out, "raw image ") {
+		t.Errorf("stdout %q: want the .zst named and the checksum said to be the raw image's", out)
+	}
+	if !strings.Contains(e, "warning: "+raw+" is from an earlier build") {
+		t.Errorf("no stale image warning: %q", e)
+	}
+	files, err := (&App{}).resolveImage(&globals{config: cfg}, "k5")
+	if err != nil || files.image != raw+".zst" {
+		t.Errorf("flash k5 would write %q (%v), want the .zst the manifest describes", files.image, err)
+	}
+}
