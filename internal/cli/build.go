@@ -105,7 +105,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err != nil {
 		return usageError{err}
 	}
-	c, err := loadCluster(g.config)
+	c, err := a.loadCluster(g.config)
 	if err != nil {
 		return err
 	}
@@ -231,11 +231,24 @@ func interrupted(ctx context.Context, err error) bool {
 }
 
 // loadCluster reads the cluster file, with advice when there is none.
-func loadCluster(path string) (*config.Cluster, error) {
+func (a *App) loadCluster(path string) (*config.Cluster, error) {
 	if _, err := os.Stat(path); os.IsNotExist(err) {
 		return nil, fmt.Errorf("no cluster file %s: run `imgbake init` to create one, or pass --config", path)
 	}
-	return config.Load(path)
+	c, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	a.expandPaths(c)
+	return c, nil
+}
+
+// expandPaths expands a leading ~/ in the cluster file's paths with $HOME
+// (config.Cluster.Path leaves that to the CLI).
+func (a *App) expandPaths(c *config.Cluster) {
+	for _, p := range []*string{&c.Base, &c.OutputDir, &c.CacheDir, &c.ProfilesDir, &c.SecretsFile} {
+		*p = a.expandHome(*p)
+	}
 }
 
 // jobs resolves the nodes to build and their profiles.
@@ -310,7 +323,7 @@ func (a *App) jobs(c *config.Cluster, o *buildOptions, args []string) ([]job, er
 }
 
 func (a *App) cacheDir(c *config.Cluster, o *buildOptions) (string, error) {
-	return a.defaultCacheDir(firstNonEmpty(o.cacheDir, a.expandHome(c.Path(c.CacheDir))))
+	return a.defaultCacheDir(firstNonEmpty(o.cacheDir, c.Path(c.CacheDir)))
 }
 
 func (a *App) k3sBinary(ctx context.Context, c *config.Cluster, o *buildOptions, cacheDir, arch string, log *slog.Logger) (*k3s.Binary, error) {

@@ -124,7 +124,7 @@ func (a *App) resolveImage(g *globals, arg string) (imageFiles, error) {
 	}
 	out := config.DefaultOutputDir
 	if fileExists(g.config) {
-		c, err := config.Load(g.config)
+		c, err := a.loadCluster(g.config)
 		if err != nil {
 			return imageFiles{}, err
 		}

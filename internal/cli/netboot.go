@@ -128,7 +128,7 @@ func (a *App) netbootSetup(g *globals, o *netbootOptions, log *slog.Logger) (*co
 	if size != 0 && size < 1<<30 {
 		return nil, nil, nil, usagef("--disk-size %s is too small: give at least 1G (e.g. --disk-size 16G)", o.diskSize)
 	}
-	c, err := loadCluster(g.config)
+	c, err := a.loadCluster(g.config)
 	if err != nil {
 		return nil, nil, nil, err
 	}

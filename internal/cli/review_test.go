@@ -166,3 +166,35 @@ func TestBuildCompressedAfterRaw(t *testing.T) {
 		t.Errorf("flash k5 would write %q (%v), want the .zst the manifest describes", files.image, err)
 	}
 }
+
+// TestBuildExpandsTilde: ~/ in the cluster file's paths is the user's home,
+// as for cache-dir (and as the README's examples write them), not a
+// directory named "~".
+func TestBuildExpandsTilde(t *testing.T) {
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	home := t.TempDir()
+	if err := os.Symlink(base, filepath.Join(home, "base.img")); err != nil {
+		t.Fatal(err)
+	}
+	dir, cfg, _ := clusterDir(t, "~/base.img", "http://127.0.0.1:1")
+	data, _ := os.ReadFile(cfg)
+	data = append(data, []byte("output-dir: ~/images\nsecrets-file: ~/secrets.yaml\n")...)
+	os.WriteFile(cfg, data, 0o644)
+	if err := os.Rename(filepath.Join(dir, "imgbake.secrets.yaml"), filepath.Join(home, "secrets.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "k3s-arm64")
+	os.WriteFile(bin, crossELF(t, "arm64"), 0o755)
+	code, out, e := run(t, map[string]string{"HOME": home}, "build", "-c", cfg, "--k3s-binary", bin, "k5")
+	if want := filepath.Join(home, "images", "k5.img"); code != 0 || !strings.Contains(out, want+" (") {
+		t.Fatalf("build: exit %d %q %q; want %s", code, out, e, want)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "~")); err == nil {
+		t.Error(`a directory named "~" was made`)
+	}
+	files, err := (&App{Env: func(k string) string { return map[string]string{"HOME": home}[k] }}).resolveImage(&globals{config: cfg}, "k5")
+	if err != nil || files.image != filepath.Join(home, "images", "k5.img") {
+		t.Errorf("flash k5 finds %q (%v)", files.image, err)
+	}
+}
