@@ -58,8 +58,11 @@ func Addition(init []byte, modules map[string][]Module) ([]byte, error) {
 // NetbootModules are the modules the addition carries when the node's
 // kernel has them as modules: nbd for the root disk, and the Ethernet
 // drivers of the Pi 3B/3B+ (smsc95xx, lan78xx), Pi 4 (genet), Pi 5 (macb),
-// common USB adapters, and virtio for QEMU. With the driver a module, the
-// kernel's ip=dhcp finds no interface and /init configures it itself.
+// common USB adapters, and virtio for QEMU, and the root file system's
+// (Raspberry Pi kernels build ext4 in; distribution kernels such as
+// Debian's have it as a module, with the crc32c it needs for checksums).
+// With the Ethernet driver a module, the kernel's ip=dhcp finds no
+// interface and /init configures it itself.
 func NetbootModules() []string {
-	return []string{"nbd", "smsc95xx", "lan78xx", "genet", "macb", "r8152", "ax88179_178a", "virtio_mmio", "virtio_pci", "virtio_net"}
+	return []string{"nbd", "crc32c_generic", "ext4", "smsc95xx", "lan78xx", "genet", "macb", "r8152", "ax88179_178a", "virtio_mmio", "virtio_pci", "virtio_net"}
 }

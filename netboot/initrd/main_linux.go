@@ -39,21 +39,29 @@ func main() {
 		os.Exit(2)
 	}
 	if err := run(); err != nil {
-		logf("FAILED: %v", err)
-		logf("the node cannot boot from the network; check `imgbake netboot` on the server. Retrying in 30 s.")
+		errorf("FAILED: %v", err)
+		errorf("the node cannot boot from the network; check `imgbake netboot` on the server. Rebooting in 30 s.")
 		time.Sleep(30 * time.Second)
 		unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 	}
 }
 
-func logf(format string, args ...any) {
-	msg := fmt.Sprintf("imgbake-netboot: "+format+"\n", args...)
+// logf logs at the kernel's info level; errorf at error level, which the
+// console shows even with "quiet".
+func logf(format string, args ...any) { klog(6, format, args...) }
+
+func errorf(format string, args ...any) { klog(3, format, args...) }
+
+func warnf(format string, args ...any) { klog(4, format, args...) }
+
+func klog(level int, format string, args ...any) {
+	msg := fmt.Sprintf("<%d>imgbake-netboot: "+format+"\n", append([]any{level}, args...)...)
 	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
 		f.WriteString(msg)
 		f.Close()
 		return
 	}
-	os.Stderr.WriteString(msg)
+	os.Stderr.WriteString(msg[3:])
 }
 
 func run() error {
@@ -123,7 +131,7 @@ func keep(server, export string) {
 	for backoff := time.Second; ; {
 		conn, exp, err := dial(ctx, server, export)
 		if err != nil {
-			logf("%v; retrying in %s", err, backoff)
+			warnf("%v; retrying in %s", err, backoff)
 			time.Sleep(backoff)
 			backoff = min(2*backoff, 10*time.Second)
 			continue
@@ -141,7 +149,7 @@ func keep(server, export string) {
 			err = reconfigure(fd)
 		}
 		if err != nil {
-			logf("%v; retrying in %s", err, backoff)
+			warnf("%v; retrying in %s", err, backoff)
 			f.Close()
 			time.Sleep(backoff)
 			continue
@@ -151,12 +159,12 @@ func keep(server, export string) {
 			ready.WriteString("ok\n")
 			ready.Close()
 		} else {
-			logf("reconnected /dev/nbd%d to %s", nbdIndex, server)
+			warnf("reconnected /dev/nbd%d to %s", nbdIndex, server)
 		}
 		backoff = time.Second
 		waitDead(fd)
 		f.Close()
-		logf("connection to %s lost; reconnecting", server)
+		warnf("connection to %s lost; reconnecting", server)
 	}
 }
 

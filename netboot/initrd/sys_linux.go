@@ -58,7 +58,7 @@ func loadModules(logf func(string, ...any)) {
 		err = unix.FinitModule(int(f.Fd()), "", 0)
 		f.Close()
 		if err != nil && !errors.Is(err, unix.EEXIST) {
-			logf("loading module %s: %v", e.Name(), err)
+			warnf("loading module %s: %v", e.Name(), err)
 		}
 	}
 }
