@@ -78,7 +78,8 @@ func openFileTarget(path string, o TargetOptions, create bool) (*Target, error) 
 	if create {
 		flags |= os.O_CREATE | os.O_EXCL
 	}
-	f, err := os.OpenFile(path, flags, 0o644)
+	// A new file is private: the image holds the join token.
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("opening target: %w", err)
 	}

@@ -198,3 +198,17 @@ func TestBuildExpandsTilde(t *testing.T) {
 		t.Errorf("flash k5 finds %q (%v)", files.image, err)
 	}
 }
+
+// TestFlashNewFileIsPrivate: a file flash creates holds the image, and so
+// the join token and node password: only its owner may read it.
+func TestFlashNewFileIsPrivate(t *testing.T) {
+	dir := t.TempDir()
+	image, _ := flashImage(t, dir, "k5")
+	target := filepath.Join(dir, "copy.img")
+	if code, out, e := runWith(t, "", "flash", "--allow-file", image, target); code != 0 {
+		t.Fatalf("flash: exit %d %q %q", code, out, e)
+	}
+	if st, err := os.Stat(target); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("new target file: %v %v, want mode 0600", st.Mode(), err)
+	}
+}
