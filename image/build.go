@@ -132,6 +132,43 @@ func (b *builder) cleanup() {
 	}
 }
 
+// writeBmap computes the block map and the image checksum and writes the
+// bmap to a temporary file.
+func (b *builder) writeBmap(img *os.File, size int64) (*bmap.Map, *os.File, string, error) {
+	ranges, err := AllocatedRanges(img, size)
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("listing allocated ranges: %w", err)
+	}
+	// The bmap's range checksums and the whole-image checksum read the same
+	// pages: compute them side by side.
+	var bm *bmap.Map
+	var imgSum string
+	g := new(errgroup.Group)
+	g.Go(func() (err error) {
+		bm, err = bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
+		return err
+	})
+	g.Go(func() (err error) {
+		imgSum, err = hashFile(img, size, progress.New(b.o.Progress, "checksumming", size))
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return nil, nil, "", err
+	}
+	bmf, err := b.temp(".bmap")
+	if err != nil {
+		return nil, nil, "", err
+	}
+	_, err = bm.WriteTo(bmf)
+	if cerr := bmf.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("writing bmap: %w", err)
+	}
+	return bm, bmf, imgSum, nil
+}
+
 func (b *builder) run(ctx context.Context) (*Result, error) {
 	o := b.o
 	start := time.Now()
@@ -149,38 +186,11 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	ranges, err := AllocatedRanges(img, size)
+	bm, bmf, imgSum, err := b.writeBmap(img, size)
 	if err != nil {
-		return nil, fmt.Errorf("listing allocated ranges: %w", err)
-	}
-	// The bmap's range checksums and the whole-image checksum read the same
-	// pages: compute them side by side.
-	var bm *bmap.Map
-	var imgSum string
-	g := new(errgroup.Group)
-	g.Go(func() (err error) {
-		bm, err = bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
-		return err
-	})
-	g.Go(func() (err error) {
-		imgSum, err = hashFile(img, size, progress.New(o.Progress, "checksumming", size))
-		return err
-	})
-	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	o.Log.Debug("computed bmap and checksum", "took", time.Since(start))
-	bmf, err := b.temp(".bmap")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := bm.WriteTo(bmf); err != nil {
-		bmf.Close()
-		return nil, fmt.Errorf("writing bmap: %w", err)
-	}
-	if err := bmf.Close(); err != nil {
-		return nil, fmt.Errorf("writing bmap: %w", err)
-	}
 	m := &manifest.Manifest{
 		FormatVersion: manifest.FormatVersion, Epoch: o.Epoch, Meta: o.Meta, Files: files, Edits: edits,
 		Removes: o.Plan.Removes,
