@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"debug/elf"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,8 +43,11 @@ type Binary struct {
 // EM_AARCH64 (64-bit) for arm64, EM_ARM (32-bit) for armhf.
 func CheckELF(path, arch string) error {
 	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("%s is not an ELF executable (%v); give the k3s-%s binary from a k3s release", path, err, arch)
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("reading %s: %w", path, err)
+	} else if err != nil { // a bad header or a file too short for one
+		return fmt.Errorf("%s is not an ELF executable; give the k3s-%s binary from a k3s release", path, arch)
 	}
 	defer f.Close()
 	want, class := elf.EM_NONE, elf.ELFCLASSNONE
