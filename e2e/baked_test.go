@@ -269,6 +269,13 @@ func (e *env) testBakedNode(t *testing.T, arch, node string, dirty bool) {
 			t.Fatal(err)
 		}
 		t.Logf("%s: killed QEMU after the marker was fsynced", node)
+		// The cut must have caught the root file system mounted, or the
+		// second boot proves nothing about journal replay.
+		if needs, err := rootNeedsRecovery(ctx, disk, t.TempDir()); err != nil {
+			t.Fatal(err)
+		} else if !needs {
+			t.Fatal("after the power cut the root file system is marked clean (no needs_recovery): it was not mounted read-write")
+		}
 	} else {
 		powerOffClean(ctx, t, v, disk)
 	}

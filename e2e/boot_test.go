@@ -136,7 +136,7 @@ func hasWord(s, w string) bool {
 func powerOffClean(ctx context.Context, t *testing.T, v *vm, disk string) {
 	t.Helper()
 	t0 := time.Now()
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 	if err := v.powerOff(pctx); err != nil {
 		t.Fatal(err)

@@ -75,14 +75,14 @@ func newEnv(t *testing.T) *env {
 func requireTools(t *testing.T) {
 	t.Helper()
 	var missing []string
-	for _, tool := range []string{"qemu-system-arm", "dpkg-deb", "apt-get", "mkfs.ext4", "e2fsck",
-		"mkfs.vfat", "mcopy", "sfdisk", "cpio", "depmod", "modprobe", "gzip", "flock"} {
+	for _, tool := range []string{"qemu-system-arm", "dpkg-deb", "apt-get", "mkfs.ext4", "e2fsck", "dumpe2fs",
+		"mkfs.vfat", "mcopy", "sfdisk", "cpio", "depmod", "modprobe", "gzip", "flock", "systemd-sysusers", "systemctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			missing = append(missing, tool)
 		}
 	}
 	if len(missing) > 0 {
-		t.Fatalf("the boot tests need %s: apt-get install qemu-system-arm dpkg apt e2fsprogs dosfstools mtools fdisk cpio kmod gzip util-linux",
+		t.Fatalf("the boot tests need %s: apt-get install qemu-system-arm dpkg apt e2fsprogs dosfstools mtools fdisk cpio kmod gzip util-linux systemd",
 			strings.Join(missing, ", "))
 	}
 	if os.Geteuid() != 0 {

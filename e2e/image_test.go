@@ -206,10 +206,8 @@ func copySparse(dst, src string, off, n int64) error {
 	return out.Close()
 }
 
-// fsckRoot runs `e2fsck -fn` on a copy of the image's root partition (p2) and
-// returns its output; err is set when e2fsck reports anything but a clean
-// file system.
-func fsckRoot(ctx context.Context, img, dir string) (string, error) {
+// rootPartition copies the image's root partition (p2) to dir/root.ext4.
+func rootPartition(img, dir string) (string, error) {
 	_, parts, err := readMBR(img)
 	if err != nil {
 		return "", err
@@ -219,6 +217,38 @@ func fsckRoot(ctx context.Context, img, dir string) (string, error) {
 	}
 	root := filepath.Join(dir, "root.ext4")
 	if err := copySparse(root, img, parts[1].Start, parts[1].Size); err != nil {
+		return "", err
+	}
+	return root, nil
+}
+
+// rootNeedsRecovery tells whether the root file system's journal holds
+// transactions the kernel must replay at the next mount (the needs_recovery
+// feature: set while mounted, cleared by a clean unmount).
+func rootNeedsRecovery(ctx context.Context, img, dir string) (bool, error) {
+	root, err := rootPartition(img, dir)
+	if err != nil {
+		return false, err
+	}
+	defer os.Remove(root)
+	out, err := exec.CommandContext(ctx, "dumpe2fs", "-h", root).CombinedOutput()
+	if err != nil {
+		return false, fmt.Errorf("dumpe2fs -h: %w\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "Filesystem features:") {
+			return hasWord(strings.TrimPrefix(l, "Filesystem features:"), "needs_recovery"), nil
+		}
+	}
+	return false, fmt.Errorf("dumpe2fs -h printed no features:\n%s", out)
+}
+
+// fsckRoot runs `e2fsck -fn` on a copy of the image's root partition (p2) and
+// returns its output; err is set when e2fsck reports anything but a clean
+// file system.
+func fsckRoot(ctx context.Context, img, dir string) (string, error) {
+	root, err := rootPartition(img, dir)
+	if err != nil {
 		return "", err
 	}
 	defer os.Remove(root)

@@ -113,8 +113,8 @@ build() {
 	local arch=$1 out=$2 extra=${3:-}
 	arch_vars "$arch"
 	[ "$(id -u)" = 0 ] || die "must run as root (file owners in the image come from the staging tree)"
-	for t in dpkg-deb mkfs.ext4 mkfs.vfat mcopy sfdisk cpio depmod modprobe; do
-		command -v "$t" >/dev/null || die "$t not found: install e2fsprogs dosfstools mtools fdisk cpio kmod"
+	for t in dpkg-deb apt-get mkfs.ext4 mkfs.vfat mcopy sfdisk cpio depmod modprobe flock systemd-sysusers systemctl; do
+		command -v "$t" >/dev/null || die "$t not found: install dpkg apt e2fsprogs dosfstools mtools fdisk cpio kmod util-linux systemd"
 	done
 	fetch "$arch"
 	local w

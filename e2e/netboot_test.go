@@ -3,31 +3,23 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/imgbake/imgbake/image"
 	"github.com/imgbake/imgbake/image/ext4"
-	"github.com/imgbake/imgbake/netboot/node"
-	"github.com/imgbake/imgbake/netboot/serve"
 )
 
-// The network-boot test's network: a tap device in a network namespace of
-// its own, with dnsmasq as the LAN's DHCP server and imgbake's TFTP and NBD
-// servers on the namespace side of the tap.
+// The network-boot test's network: a bridge in a network namespace of its
+// own, with the node's tap device on it, dnsmasq as the LAN's DHCP server
+// and imgbake's TFTP and NBD servers on the bridge's address.
 const (
 	nbServer = "10.77.0.1"
 	nbGuest  = "10.77.0.50"
@@ -64,35 +56,42 @@ func TestNetboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	addNBDModule(t, img)
-	initProg := buildInit(ctx, t, e.repo)
+	bin := buildNetbootImgbake(ctx, t, e.repo)
 
-	ns := setupNetns(t)
+	ns, fw := setupNetns(t)
 	startDnsmasq(t, ns, dir)
-	store := &node.Store{StateDir: filepath.Join(dir, "state"), ImageDir: out, DiskSize: 2 << 30}
-	mac, _ := net.ParseMAC(nbMAC)
-	newServer := func() *serve.Server {
-		return &serve.Server{
-			Nodes: []serve.Node{{Name: "k5", Serial: nbSerial, MAC: mac}},
-			Disks: store, Addr: netip.MustParseAddr(nbServer),
-			Init: func(string) ([]byte, error) { return initProg, nil },
-			Log:  testLogger(t),
-		}
+	cfg := filepath.Join(dir, "imgbake.yaml")
+	cluster := "server: " + serverAddr + "\nk3s: {version: v1.31.4+k3s1}\nnodes:\n" +
+		"  - name: k5\n    profile: worker\n    netboot: {serial: " + nbSerial + ", mac: \"" + nbMAC + "\"}\n"
+	if err := os.WriteFile(cfg, []byte(cluster), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	srv := startServer(t, ns, newServer())
-	defer func() { srv.stop() }()
+	state := filepath.Join(dir, "state")
+	serverLog := filepath.Join(dir, "netboot.log")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(serverLog)
+			t.Logf("imgbake netboot:\n%s", b)
+		}
+	})
+	srv := startNetbootCLI(ctx, t, ns, bin, "--config", cfg, "--interface", "br0", "--no-dhcp",
+		"--out", out, "--state-dir", state, "--disk-size", "2G")
+	defer func() { srv.stop(t) }()
+	disk := filepath.Join(state, "k5", "disk.img")
 	defer e.slot(ctx, t)()
 
 	// Boot 1, with a server restart while the node runs from its disk.
-	spec := tftpBoot(ctx, t, ns, dir)
+	spec := tftpBoot(ctx, t, ns, fw, dir)
 	if !strings.Contains(spec.Cmdline, "imgbake.nbd="+nbServer+":10809/k5") || strings.Contains(spec.Cmdline, "PARTUUID") {
 		t.Fatalf("served command line %q", spec.Cmdline)
 	}
 	v := startNetbootVM(ctx, t, ns, "k5-netboot1", spec)
 	waitConsole(ctx, t, v, "switching to /sbin/init", 5*time.Minute)
-	srv.stop()
-	t.Log("netboot server stopped under the running node")
+	srv.stop(t)
+	t.Log("imgbake netboot stopped under the running node")
 	time.Sleep(3 * time.Second)
-	srv = startServer(t, ns, newServer())
+	srv = startNetbootCLI(ctx, t, ns, bin, "--config", cfg, "--interface", "br0", "--no-dhcp",
+		"--out", out, "--state-dir", state, "--disk-size", "2G")
 	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
 	defer cancel()
 	if _, err := v.record(bctx, "ready"); err != nil {
@@ -104,13 +103,14 @@ func TestNetboot(t *testing.T) {
 	if n := countLines(t, v, "reconnected /dev/nbd0"); n == 0 {
 		t.Log("boot 1: the disk I/O needed no reconnection while the server was down (no request in flight)")
 	}
-	disk := store.DiskPath("k5")
 	powerOffClean(ctx, t, v, disk)
 
 	// Boot 2 finds boot 1's state on the node's disk.
-	spec = tftpBoot(ctx, t, ns, dir)
+	spec = tftpBoot(ctx, t, ns, fw, dir)
 	v = startNetbootVM(ctx, t, ns, "k5-netboot2", spec)
-	if _, err := v.record(bctx, "ready"); err != nil {
+	bctx2, cancel2 := context.WithTimeout(ctx, bootTimeout)
+	defer cancel2()
+	if _, err := v.record(bctx2, "ready"); err != nil {
 		t.Fatalf("boot 2: %v", err)
 	}
 	rec = v.snapshot()
@@ -119,18 +119,6 @@ func TestNetboot(t *testing.T) {
 		t.Errorf("boot 2: the marker boot 1 wrote over NBD reads %q, want 1", rec["marker_prev"])
 	}
 	powerOffClean(ctx, t, v, disk)
-}
-
-// testLogger logs the servers' lines through t.Log.
-func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t *testing.T }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // addNBDModule gives the image's kernel its nbd module, as a Raspberry Pi
@@ -180,11 +168,23 @@ func addNBDModule(t *testing.T, img string) {
 	if len(debs) == 0 {
 		t.Fatalf("no cached kernel package in %s: run e2e/mkbase.sh fetch arm64", e2eCache())
 	}
-	rel := "kernel/drivers/block/nbd.ko.xz"
-	cmd := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO --wildcards "*/modules/$2/$3"`, "sh", debs[0], kver, rel)
-	ko, err := cmd.Output()
+	list, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -t`, "sh", debs[0]).Output()
+	if err != nil {
+		t.Fatalf("listing %s: %v", debs[0], err)
+	}
+	var member string
+	for _, l := range strings.Split(string(list), "\n") {
+		if strings.Contains(l, "/modules/"+kver+"/kernel/drivers/block/nbd.ko") {
+			member = l
+		}
+	}
+	if member == "" {
+		t.Fatalf("no nbd module for %s in %s", kver, debs[0])
+	}
+	rel := member[strings.Index(member, "kernel/drivers/block/"):]
+	ko, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO "$2"`, "sh", debs[0], member).Output()
 	if err != nil || len(ko) == 0 {
-		t.Fatalf("extracting %s from %s: %v", rel, debs[0], err)
+		t.Fatalf("extracting %s from %s: %v", member, debs[0], err)
 	}
 	if err := root.MkdirAll(dir+"/kernel/drivers/block", ext4.Attr{Mode: 0o755}); err != nil {
 		t.Fatal(err)
@@ -207,22 +207,75 @@ func e2eCache() string {
 	return filepath.Join(os.Getenv("HOME"), ".cache", "imgbake-e2e")
 }
 
-// buildInit builds netboot/initrd for arm64, as go generate does for the
-// imgbake binary.
-func buildInit(ctx context.Context, t *testing.T, repo string) []byte {
+// buildNetbootImgbake builds imgbake as `make build` does: go generate
+// builds the netboot /init programs it embeds (netboot/initramfs/bin,
+// not committed), then the binary.
+func buildNetbootImgbake(ctx context.Context, t *testing.T, repo string) string {
 	t.Helper()
-	out := filepath.Join(t.TempDir(), "init")
-	cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./netboot/initrd")
-	cmd.Dir = repo
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building netboot/initrd: %v\n%s", err, b)
+	out := filepath.Join(t.TempDir(), "imgbake")
+	for _, args := range [][]string{{"generate", "./netboot/initramfs"}, {"build", "-o", out, "./cmd/imgbake"}} {
+		cmd := exec.CommandContext(ctx, goTool(), args...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
 	}
-	b, err := os.ReadFile(out)
+	return out
+}
+
+// cliServer is `imgbake netboot` running in the LAN namespace.
+type cliServer struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startNetbootCLI(ctx context.Context, t *testing.T, ns, bin string, args ...string) *cliServer {
+	t.Helper()
+	logPath := filepath.Join(filepath.Dir(args[1]), "netboot.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	s := &cliServer{cmd: exec.Command("ip", append([]string{"netns", "exec", ns, bin, "netboot"}, args...)...), done: make(chan error, 1)}
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
+	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		b, _ := os.ReadFile(logPath)
+		if bytes.Contains(b, []byte("netboot: serving")) && (bytes.Contains(b, []byte("disk ready")) || bytes.Count(b, []byte("netboot: serving")) > 1) {
+			return s
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("imgbake netboot exited: %v\n%s", err, b)
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Fatalf("imgbake netboot did not get ready:\n%s", b)
+		}
+	}
+}
+
+// stop ends the server as Ctrl-C would and checks it exits cleanly.
+func (s *cliServer) stop(t *testing.T) {
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("imgbake netboot on SIGTERM: %v", err)
+		}
+	case <-time.After(time.Minute):
+		s.cmd.Process.Kill()
+		<-s.done
+		t.Error("imgbake netboot did not stop within a minute of SIGTERM")
+	}
+	s.cmd = nil
 }
 
 func sh(t *testing.T, args ...string) {
@@ -232,18 +285,25 @@ func sh(t *testing.T, args ...string) {
 	}
 }
 
-// setupNetns makes a network namespace with tap0 (the node's cable) at
-// nbServer/24.
-func setupNetns(t *testing.T) string {
+// setupNetns makes the cluster's LAN: a network namespace with a bridge
+// br0 at nbServer/24 (the server's side) and tap0 (the node's cable) in it.
+// A second namespace stands in for the node's firmware when it fetches the
+// boot files (see tftpBoot).
+func setupNetns(t *testing.T) (lan, firmware string) {
 	t.Helper()
-	ns := "imgbake-e2e-" + strconv.Itoa(os.Getpid())
-	sh(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	sh(t, "ip", "-n", ns, "tuntap", "add", "dev", "tap0", "mode", "tap")
-	sh(t, "ip", "-n", ns, "addr", "add", nbServer+"/24", "dev", "tap0")
-	sh(t, "ip", "-n", ns, "link", "set", "tap0", "up")
-	return ns
+	id := strconv.Itoa(os.Getpid())
+	lan, firmware = "imgbake-e2e-"+id, "imgbake-e2e-fw-"+id
+	for _, ns := range []string{lan, firmware} {
+		sh(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	sh(t, "ip", "-n", lan, "link", "add", "br0", "type", "bridge")
+	sh(t, "ip", "-n", lan, "addr", "add", nbServer+"/24", "dev", "br0")
+	sh(t, "ip", "-n", lan, "link", "set", "br0", "up")
+	sh(t, "ip", "-n", lan, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	sh(t, "ip", "-n", lan, "link", "set", "tap0", "master", "br0", "up")
+	return lan, firmware
 }
 
 // startDnsmasq runs the LAN's DHCP server (addresses only, no boot
@@ -251,7 +311,7 @@ func setupNetns(t *testing.T) string {
 func startDnsmasq(t *testing.T, ns, dir string) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-		"--port=0", "--interface=tap0", "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+		"--port=0", "--interface=br0", "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
 		"--dhcp-host="+nbMAC+","+nbGuest, "--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
 		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-")
 	var log bytes.Buffer
@@ -268,79 +328,36 @@ func startDnsmasq(t *testing.T, ns, dir string) {
 	})
 }
 
-// inNetns runs fn with the calling thread in namespace ns: sockets fn
-// opens stay in ns.
-func inNetns(ns string, fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer orig.Close()
-	target, err := os.Open("/run/netns/" + ns)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering %s: %w", ns, err)
-	}
-	ferr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		return fmt.Errorf("leaving %s: %w", ns, err) // the thread stays locked and dies with the goroutine
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
-
-type runningServer struct {
-	cancel context.CancelFunc
-	done   chan error
-}
-
-func (r *runningServer) stop() {
-	if r.cancel != nil {
-		r.cancel()
-		<-r.done
-		r.cancel = nil
-	}
-}
-
-func startServer(t *testing.T, ns string, s *serve.Server) *runningServer {
-	t.Helper()
-	var l serve.Listeners
-	err := inNetns(ns, func() error {
-		var err error
-		if l.TFTP, err = net.ListenPacket("udp4", nbServer+":69"); err != nil {
-			return err
-		}
-		l.NBD, err = net.Listen("tcp4", nbServer+":10809")
-		return err
-	})
-	if err != nil {
-		t.Fatalf("listening in %s: %v", ns, err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &runningServer{cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Serve(ctx, l) }()
-	return r
-}
-
 // tftpBoot fetches what a Pi 4's firmware fetches: config.txt, then the
 // kernel, initramfs and cmdline.txt it names, under the serial's prefix.
-func tftpBoot(ctx context.Context, t *testing.T, ns, dir string) bootSpec {
+// The firmware fetches from the address its DHCP lease gave the node, and
+// that is the address the server then serves the node's disk to; so the
+// fetch runs in the firmware namespace, plugged into the LAN for the time
+// of the fetch with the node's MAC and address.
+func tftpBoot(ctx context.Context, t *testing.T, lan, firmware, dir string) bootSpec {
 	t.Helper()
+	sh(t, "ip", "link", "add", "fw0", "netns", firmware, "address", nbMAC, "type", "veth", "peer", "name", "fwport", "netns", lan)
+	defer func() {
+		exec.Command("ip", "-n", firmware, "link", "del", "fw0").Run()
+		exec.Command("ip", "-n", lan, "neigh", "flush", "all").Run()
+	}()
+	sh(t, "ip", "-n", lan, "link", "set", "fwport", "master", "br0", "up")
+	sh(t, "ip", "-n", firmware, "addr", "add", nbGuest+"/24", "dev", "fw0")
+	sh(t, "ip", "-n", firmware, "link", "set", "fw0", "up")
 	get := func(name string) string {
 		out := filepath.Join(dir, "tftp-"+filepath.Base(name))
-		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "atftp", "--option", "blksize 1024", "--option", "tsize 0",
-			"-g", "-r", nbSerial+"/"+name, "-l", out, nbServer, "69")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("TFTP %s: %v\n%s", name, err, b)
+		var b []byte
+		var err error
+		for try := 0; try < 10; try++ { // the bridge port needs a moment
+			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", firmware, "atftp", "--option", "blksize 1024", "--option", "tsize 0",
+				"-g", "-r", nbSerial+"/"+name, "-l", out, nbServer, "69")
+			if b, err = cmd.CombinedOutput(); err == nil {
+				return out
+			}
+			time.Sleep(time.Second)
 		}
-		return out
+		t.Fatalf("TFTP %s: %v\n%s", name, err, b)
+		return ""
 	}
 	cfg, err := os.ReadFile(get("config.txt"))
 	if err != nil {
@@ -369,12 +386,16 @@ func startNetbootVM(ctx context.Context, t *testing.T, ns, name string, spec boo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	logDir := t.TempDir()
+	if d := os.Getenv("IMGBAKE_E2E_LOGS"); d != "" { // keep the console logs
+		logDir = d
+	}
 	v := &vm{t: t, name: name, monitor: filepath.Join(sockDir, "mon"),
-		logPath: filepath.Join(t.TempDir(), name+".serial.log"), exited: make(chan struct{}), records: map[string]string{}}
+		logPath: filepath.Join(logDir, name+".serial.log"), exited: make(chan struct{}), records: map[string]string{}}
 	args := append([]string{"netns", "exec", ns, q.Binary}, q.Args...)
 	args = append(args, "-m", "1024", "-smp", "1", "-display", "none", "-no-reboot",
 		"-serial", "stdio", "-monitor", "unix:"+v.monitor+",server=on,wait=off",
-		"-kernel", spec.Kernel, "-initrd", spec.Initramfs, "-append", spec.Cmdline+" console=ttyAMA0",
+		"-kernel", spec.Kernel, "-initrd", spec.Initramfs, "-append", spec.Cmdline+" console=ttyAMA0 loglevel=7",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 		"-device", "virtio-net-device,netdev=n0,mac="+nbMAC)
 	v.cmd = exec.Command("ip", args...)

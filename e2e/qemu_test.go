@@ -67,7 +67,7 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 	v := &vm{
 		t: t, name: name,
 		monitor: filepath.Join(sockDir, "mon"),
-		logPath: filepath.Join(t.TempDir(), name+".serial.log"),
+		logPath: serialLogPath(t, name),
 		exited:  make(chan struct{}),
 		records: map[string]string{},
 	}
@@ -120,6 +120,20 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 		}
 	})
 	return v
+}
+
+// serialLogPath is where a VM's console is written: in $IMGBAKE_E2E_LOGS
+// when set (kept, e.g. as CI artifacts), else in the test's temp directory.
+func serialLogPath(t *testing.T, name string) string {
+	dir := os.Getenv("IMGBAKE_E2E_LOGS")
+	if dir == "" {
+		return filepath.Join(t.TempDir(), name+".serial.log")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	test := strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())
+	return filepath.Join(dir, test+"-"+name+".serial.log")
 }
 
 func (v *vm) scan(r io.Reader) {
@@ -221,6 +235,7 @@ func (v *vm) powerOff(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return errors.Join(errors.New("the guest did not power off after system_powerdown"), err)
 		}
+		v.t.Logf("%s: still running 30 s after the power button; pressing it again", v.name)
 	}
 	var ee *exec.ExitError
 	if v.waitErr != nil && !errors.As(v.waitErr, &ee) {
