@@ -152,7 +152,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	}
 	info, err := image.Inspect(base.Path)
 	if err != nil {
-		return fmt.Errorf("inspecting base image %s: %w", basePath, err)
+		return inspectError(basePath, base, err)
 	}
 	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
 	if interrupted(ctx, err) {
@@ -222,6 +222,16 @@ func (a *App) warnStale(output, written string) {
 			fmt.Fprintf(a.Stderr, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, written)
 		}
 	}
+}
+
+// inspectError is the error of image.Inspect on the prepared base of
+// input: Inspect names the file it read, which is input itself unless input
+// was decompressed into the cache.
+func inspectError(input string, base *image.Base, err error) error {
+	if base.Path == input {
+		return err
+	}
+	return fmt.Errorf("%s (decompressed): %w", input, err)
 }
 
 // interrupted reports whether err comes from the user stopping imgbake

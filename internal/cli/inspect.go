@@ -48,7 +48,7 @@ func (a *App) runInspect(cmd *cobra.Command, g *globals, o *inspectOptions, path
 	}
 	info, err := image.Inspect(base.Path)
 	if err != nil {
-		return fmt.Errorf("inspecting %s: %w", path, err)
+		return inspectError(path, base, err)
 	}
 	if o.json {
 		enc := json.NewEncoder(a.Stdout)

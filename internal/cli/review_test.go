@@ -212,3 +212,17 @@ func TestFlashNewFileIsPrivate(t *testing.T) {
 		t.Errorf("new target file: %v %v, want mode 0600", st.Mode(), err)
 	}
 }
+
+// TestNotADiskImage: random bytes as the base give one message that names
+// the file once and says what it lacks.
+func TestNotADiskImage(t *testing.T) {
+	dir, cfg, _ := clusterDir(t, "", "http://127.0.0.1:1")
+	base := filepath.Join(dir, "random.img")
+	randomFile(t, base, 4<<20)
+	for _, args := range [][]string{{"build", "-c", cfg, "--base", base, "k5"}, {"inspect", base}} {
+		code, _, e := run(t, map[string]string{"HOME": dir}, args...)
+		if code != 1 || strings.Count(e, base) != 1 || !strings.Contains(e, "no partition table") || strings.Contains(e, "context canceled") {
+			t.Errorf("%s: exit %d, %q", args[0], code, e)
+		}
+	}
+}
