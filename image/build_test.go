@@ -108,6 +108,13 @@ func TestBuildAppliesPlan(t *testing.T) {
 		t.Fatal("the base image changed")
 	}
 	assertOnly(t, filepath.Dir(out), "k5.img", "k5.img.bmap", "k5.img.manifest.json")
+	var st syscall.Stat_t
+	if err := syscall.Stat(res.Image, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Blocks*512 > res.Size/2 {
+		t.Errorf("image uses %d bytes of disk for %d bytes, mostly unused: not sparse", st.Blocks*512, res.Size)
+	}
 	info := checkImage(t, res.Image)
 	root, _ := info.part(info.RootPartition)
 	if got := debugfsR(t, res.Image, root, "cat /etc/hostname"); !strings.Contains(got, "k5\n") {
