@@ -70,7 +70,7 @@ func (f *FS) dxProbe(blocks []uint64, h uint32) ([]*dxFrame, error) {
 	for {
 		fr := frames[len(frames)-1]
 		n := fr.count()
-		if n == 0 || n > fr.limit() {
+		if n == 0 || n > fr.limit() || fr.limit() > (len(fr.b)-fr.countOff)/8 {
 			return nil, fmt.Errorf("bad htree index count: %w", ErrCorrupt)
 		}
 		fr.idx = sort.Search(n, func(i int) bool { return i > 0 && fr.hash(i) > h }) - 1
@@ -116,6 +116,9 @@ func (f *FS) dxInsert(dir *inode, name string, ino uint32, ft uint8) error {
 		}
 		last := frames[len(frames)-1]
 		leafL := last.block(last.idx)
+		if int(leafL) >= len(blocks) || leafL == 0 {
+			return fmt.Errorf("htree points past the directory end: %w", ErrCorrupt)
+		}
 		lb, err := f.readBlock(blocks[leafL])
 		if err != nil {
 			return err
