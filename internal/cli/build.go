@@ -117,14 +117,8 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err != nil {
 		return err
 	}
-	for _, j := range jobs { // refuse ARMv6 boards before any work
-		if _, err := firstboot.Check(firstboot.Input{Node: j.node}); err != nil {
-			if _, i, listed := c.Node(j.node.Name); listed {
-				f := fmt.Sprintf("nodes[%d].model", i)
-				return fmt.Errorf("%s:%d: %s: %w", c.File, c.Line(f), f, err)
-			}
-			return err
-		}
+	if err := checkModels(c, jobs); err != nil {
+		return err
 	}
 	cacheDir, err := a.cacheDir(c, o)
 	if err != nil {
@@ -164,13 +158,33 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		epoch = defaultEpoch(base, info)
 	}
 
+	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, K3sBinary: bin.Path, AirgapImages: o.airgap})
+	if err != nil {
+		return err
+	}
+	nb := &nodeBuild{outDir: outDir, bin: bin, opts: image.BuildOptions{
+		Base: base, Info: info, Size: size, Compress: o.compress, Epoch: epoch, Progress: a.Stderr, Log: log,
+	}}
+	for i, j := range jobs {
+		if err := a.buildNode(ctx, nb, j, inputs[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nodeInputs returns the planning input of each job (common plus its node
+// and profile), after checking them; each distinct warning is printed once
+// for the whole build, not once per node.
+func (a *App) nodeInputs(jobs []job, common firstboot.Input) ([]firstboot.Input, error) {
 	inputs := make([]firstboot.Input, len(jobs))
 	var warnings []string
 	for i, j := range jobs {
-		inputs[i] = firstboot.Input{OS: info.OS, Cluster: c, Profile: j.profile, Node: j.node, Token: secrets.Token, K3sBinary: bin.Path, AirgapImages: o.airgap}
+		inputs[i] = common
+		inputs[i].Profile, inputs[i].Node = j.profile, j.node
 		w, err := firstboot.Check(inputs[i])
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, s := range w {
 			if !slices.Contains(warnings, s) {
@@ -181,35 +195,56 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	for _, w := range warnings {
 		fmt.Fprintf(a.Stderr, "imgbake: warning: %s\n", w)
 	}
-	for i, j := range jobs {
-		p, err := firstboot.Plan(inputs[i])
-		if err != nil {
-			return fmt.Errorf("node %s: %w", j.node.Name, err)
-		}
-		output := filepath.Join(outDir, j.node.Name+".img")
-		res, err := image.Build(ctx, image.BuildOptions{
-			Base: base, Info: info, Plan: p, Size: size, Compress: o.compress, Epoch: epoch,
-			Output: output,
-			Meta: map[string]string{
-				"node": j.node.Name, "profile": j.profile.Name, "role": j.profile.Role,
-				"k3s_version": bin.Version, "k3s_sha256": bin.SHA256, "k3s_arch": bin.Arch,
-				"imgbake": version.String(), "source_date_epoch": strconv.FormatInt(epoch.Unix(), 10),
-			},
-			Progress: a.Stderr, Log: log,
-		})
-		if err != nil {
-			if interrupted(ctx, err) {
-				return fmt.Errorf("interrupted: %s was not written (an earlier one, if any, is unchanged); run the same command again to build it", output)
+	return inputs, nil
+}
+
+// checkModels refuses ARMv6 boards (before any work), naming the
+// cluster file's line.
+func checkModels(c *config.Cluster, jobs []job) error {
+	for _, j := range jobs {
+		if _, err := firstboot.Check(firstboot.Input{Node: j.node}); err != nil {
+			if _, i, listed := c.Node(j.node.Name); listed {
+				f := fmt.Sprintf("nodes[%d].model", i)
+				return fmt.Errorf("%s:%d: %s: %w", c.File, c.Line(f), f, err)
 			}
-			return fmt.Errorf("building %s: %w", j.node.Name, err)
+			return err
 		}
-		if res.Image == output {
-			fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
-		} else {
-			fmt.Fprintf(a.Stdout, "%s: %s (raw image %s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
-		}
-		a.warnStale(output, res.Image)
 	}
+	return nil
+}
+
+// nodeBuild is what the nodes of one build share.
+type nodeBuild struct {
+	opts   image.BuildOptions // all but Plan, Output and Meta
+	outDir string
+	bin    *k3s.Binary
+}
+
+// buildNode plans and writes one node's image and says where it is.
+func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.Input) error {
+	p, err := firstboot.Plan(in)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", j.node.Name, err)
+	}
+	o := nb.opts
+	o.Plan, o.Output = p, filepath.Join(nb.outDir, j.node.Name+".img")
+	o.Meta = map[string]string{
+		"node": j.node.Name, "profile": j.profile.Name, "role": j.profile.Role,
+		"k3s_version": nb.bin.Version, "k3s_sha256": nb.bin.SHA256, "k3s_arch": nb.bin.Arch,
+		"imgbake": version.String(), "source_date_epoch": strconv.FormatInt(o.Epoch.Unix(), 10),
+	}
+	res, err := image.Build(ctx, o)
+	if interrupted(ctx, err) {
+		return fmt.Errorf("interrupted: %s was not written (an earlier one, if any, is unchanged); run the same command again to build it", o.Output)
+	} else if err != nil {
+		return fmt.Errorf("building %s: %w", j.node.Name, err)
+	}
+	if res.Image == o.Output {
+		fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+	} else {
+		fmt.Fprintf(a.Stdout, "%s: %s (raw image %s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+	}
+	a.warnStale(o.Output, res.Image)
 	return nil
 }
 
