@@ -34,7 +34,13 @@ type Fetcher struct {
 	// attempts (default 1s), doubled each time.
 	Attempts int
 	Backoff  time.Duration
+	// IdleTimeout gives up on (and retries) a download that receives no
+	// data for this long (default 60s).
+	IdleTimeout time.Duration
 }
+
+// errStalled ends a download that received nothing for IdleTimeout.
+var errStalled = errors.New("download stalled")
 
 // statusError is an HTTP response that was not 200.
 type statusError struct {
@@ -200,6 +206,39 @@ func (f *Fetcher) retry(ctx context.Context, url string, use func(body io.Reader
 }
 
 func (f *Fetcher) get(ctx context.Context, url string, use func(io.Reader, int64) error) error {
+	idle := f.IdleTimeout
+	if idle <= 0 {
+		idle = 60 * time.Second
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	timer := time.AfterFunc(idle, func() { cancel(errStalled) })
+	defer timer.Stop()
+	err := f.getBody(ctx, url, func(body io.Reader, size int64) error {
+		return use(&idleReader{r: body, timer: timer, idle: idle}, size)
+	})
+	if err != nil && errors.Is(context.Cause(ctx), errStalled) {
+		return fmt.Errorf("no data for %s: %w", idle, errStalled)
+	}
+	return err
+}
+
+// idleReader pushes back its timer on every read that returns data.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	idle  time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.timer.Reset(r.idle)
+	}
+	return n, err
+}
+
+func (f *Fetcher) getBody(ctx context.Context, url string, use func(io.Reader, int64) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return &permanent{err}
