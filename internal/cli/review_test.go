@@ -28,6 +28,20 @@ func lineOf(t *testing.T, file, s string) int {
 	return 0
 }
 
+// localBuild makes a cluster on the Bookworm arm64 fixture whose release
+// URL is unreachable, and a local arm64 k3s binary for --k3s-binary.
+func localBuild(t *testing.T) (dir, cfg, bin string) {
+	t.Helper()
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	dir, cfg, _ = clusterDir(t, base, "http://127.0.0.1:1")
+	bin = filepath.Join(dir, "k3s-arm64")
+	if err := os.WriteFile(bin, crossELF(t, "arm64"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfg, bin
+}
+
 // TestBuildRefusesARMv6WithLine: an ARMv6 model is a problem in the cluster
 // file, so it is reported as file:line: field like every other one, before
 // the base image is even looked at.
@@ -48,13 +62,7 @@ func TestBuildRefusesARMv6WithLine(t *testing.T) {
 // so instead of "context canceled", leaves an earlier image as it was and
 // leaves no temporary files in the output directory.
 func TestBuildInterrupted(t *testing.T) {
-	fixture.RequireTools(t)
-	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
-	dir, cfg, _ := clusterDir(t, base, "http://127.0.0.1:1")
-	bin := filepath.Join(dir, "k3s-arm64")
-	if err := os.WriteFile(bin, crossELF(t, "arm64"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg, bin := localBuild(t)
 	env := map[string]string{"HOME": dir}
 	args := []string{"build", "-c", cfg, "--k3s-binary", bin, "k5"}
 	if code, _, e := run(t, env, args...); code != 0 {
@@ -136,13 +144,7 @@ func TestFlashQuietWithoutTerminal(t *testing.T) {
 // earlier build is now stale (its .bmap and manifest were replaced), and
 // flash by node name takes the image the manifest describes.
 func TestBuildCompressedAfterRaw(t *testing.T) {
-	fixture.RequireTools(t)
-	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
-	dir, cfg, _ := clusterDir(t, base, "http://127.0.0.1:1")
-	bin := filepath.Join(dir, "k3s-arm64")
-	if err := os.WriteFile(bin, crossELF(t, "arm64"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg, bin := localBuild(t)
 	env := map[string]string{"HOME": dir}
 	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "k5"); code != 0 {
 		t.Fatalf("build: %d %s", code, e)
