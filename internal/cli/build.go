@@ -157,6 +157,13 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if epoch.IsZero() {
 		epoch = defaultEpoch(base, info)
 	}
+	if users, err := baseAccounts(base, info); err == nil {
+		if err := sshAccounts(c, jobs, users, info.OS.CloudInit); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("cannot read the base image's users; SSH keys of a non-root user get uid 1000", "error", err)
+	}
 
 	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, K3sBinary: bin.Path, AirgapImages: o.airgap})
 	if err != nil {

@@ -228,3 +228,46 @@ func TestNotADiskImage(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildSSHUser: SSH keys for a user the base image does not have are
+// refused (nobody could log in with them), naming the cluster file's line;
+// for a user it has, authorized_keys belongs to that user's uid and gid
+// from the image's /etc/passwd, not to a guessed 1000.
+func TestBuildSSHUser(t *testing.T) {
+	fixture.RequireTools(t, "debugfs")
+	dir, cfg, bin := localBuild(t)
+	env := map[string]string{"HOME": dir}
+	data, _ := os.ReadFile(cfg)
+	withUser := bytes.Replace(data, []byte("ssh:\n  authorized-keys:"), []byte("ssh:\n  user: pi\n  authorized-keys:"), 1)
+	os.WriteFile(cfg, withUser, 0o644)
+	want := fmt.Sprintf("%s:%d: ssh.user: the base image has no user \"pi\"", cfg, lineOf(t, cfg, "user: pi"))
+	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "k5"); code != 1 || !strings.Contains(e, want) {
+		t.Errorf("unknown user: exit %d %q, want %q", code, e, want)
+	}
+
+	// A base with user pi (uid 1001): an image baked with a profile that
+	// writes /etc/passwd, built as root.
+	os.WriteFile(cfg, data, 0o644)
+	os.MkdirAll(filepath.Join(dir, "profiles"), 0o755)
+	os.WriteFile(filepath.Join(dir, "profiles", "withpi.yaml"), []byte(`role: agent
+files:
+  - path: /etc/passwd
+    content: |
+      root:x:0:0:root:/root:/bin/bash
+      pi:x:1001:1002:,,,:/home/pi:/bin/bash
+`), 0o644)
+	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "--profile", "withpi", "-o", filepath.Join(dir, "base"), "k9"); code != 0 {
+		t.Fatalf("base with pi: %d %s", code, e)
+	}
+	os.WriteFile(cfg, withUser, 0o644)
+	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "--base", filepath.Join(dir, "base", "k9.img"), "k5"); code != 0 {
+		t.Fatalf("build with user pi: %d %s", code, e)
+	}
+	img := filepath.Join(dir, "out", "k5.img")
+	root := extract(t, img, partitions(t, img)[1])
+	for _, p := range []string{"/home/pi/.ssh", "/home/pi/.ssh/authorized_keys"} {
+		if st := debugfsStat(t, root, p); !strings.Contains(st, "User:  1001   Group:  1002") {
+			t.Errorf("%s:\n%s", p, st)
+		}
+	}
+}
