@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/imgbake/imgbake/image/bmap"
@@ -91,6 +92,12 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 			return nil, err
 		}
 		o.Info = info
+	} else {
+		// Growing changes the partition sizes: keep the caller's Info (shared
+		// by every node built from the base) as it is.
+		info := *o.Info
+		info.Partitions = slices.Clone(o.Info.Partitions)
+		o.Info = &info
 	}
 	if err := os.MkdirAll(filepath.Dir(o.Output), 0o755); err != nil {
 		return nil, fmt.Errorf("creating output directory: %w", err)

@@ -7,12 +7,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/image/plan"
@@ -267,12 +269,14 @@ func TestBuildGrowsWhenRootTooFull(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			before := *info
+			before.Partitions = slices.Clone(info.Partitions)
 			// A binary larger than the free space.
 			p := testPlan(t, info.RootFree+8<<20)
 			p.Entries = p.Entries[:4]
 			p.Edits, p.Removes = nil, nil
 			out := filepath.Join(t.TempDir(), "k5.img")
-			res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: p, Epoch: time.Unix(1700000000, 0)})
+			res, err := Build(context.Background(), BuildOptions{Base: base, Info: info, Output: out, Plan: p, Epoch: time.Unix(1700000000, 0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -284,8 +288,9 @@ func TestBuildGrowsWhenRootTooFull(t *testing.T) {
 			if root.Start+root.Size != res.Size || got.RootFree < growMargin/2 {
 				t.Errorf("root partition %+v, free %d, image %d", root, got.RootFree, res.Size)
 			}
-			// An explicit size grows further.
-			res2, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: &plan.Plan{}, Size: base.Size + 100<<20, Epoch: time.Unix(1, 0)})
+			// An explicit size grows further, with the same Info: Build must
+			// not have changed it.
+			res2, err := Build(context.Background(), BuildOptions{Base: base, Info: info, Output: out, Plan: &plan.Plan{}, Size: base.Size + 100<<20, Epoch: time.Unix(1, 0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -293,6 +298,18 @@ func TestBuildGrowsWhenRootTooFull(t *testing.T) {
 				t.Errorf("size %d, want %d", res2.Size, base.Size+100<<20)
 			}
 			checkImage(t, res2.Image)
+			// And a build that needs no growing sees the base's partitions.
+			res3, err := Build(context.Background(), BuildOptions{Base: base, Info: info, Output: out, Plan: &plan.Plan{}, Epoch: time.Unix(1, 0)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res3.Grown || res3.Size != base.Size {
+				t.Errorf("empty plan: %+v, base size %d", res3, base.Size)
+			}
+			if d := cmp.Diff(before, *info); d != "" {
+				t.Errorf("Build changed the caller's Info (-before +after):\n%s", d)
+			}
+			checkImage(t, res3.Image)
 		})
 	}
 }
