@@ -169,6 +169,10 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err != nil {
 		return err
 	}
+	// The images hold the join token: a new output directory is private.
+	if err := os.MkdirAll(outDir, 0o700); err != nil {
+		return fmt.Errorf("creating output directory: %w", err)
+	}
 	nb := &nodeBuild{outDir: outDir, bin: bin, opts: image.BuildOptions{
 		Base: base, Info: info, Size: size, Compress: o.compress, Epoch: epoch, Progress: a.Stderr, Log: log,
 	}}

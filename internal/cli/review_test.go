@@ -271,3 +271,17 @@ files:
 		}
 	}
 }
+
+// TestBuildOutputDirIsPrivate: the images hold the join token and node
+// passwords, so an output directory build creates is readable by its owner
+// only.
+func TestBuildOutputDirIsPrivate(t *testing.T) {
+	dir, cfg, bin := localBuild(t)
+	out := filepath.Join(dir, "new", "images")
+	if code, _, e := run(t, map[string]string{"HOME": dir}, "build", "-c", cfg, "--k3s-binary", bin, "-o", out, "k5"); code != 0 {
+		t.Fatalf("build: %d %s", code, e)
+	}
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("new output directory: %v %v, want mode 0700", st.Mode(), err)
+	}
+}
