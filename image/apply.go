@@ -123,6 +123,12 @@ func (a *applier) entry(e plan.Entry) (manifest.File, error) {
 		}
 		return rec, a.root.Symlink(e.Target, e.Path, attr)
 	}
+	// A symlink at the path is replaced, not written through.
+	if fi, err := a.root.Lstat(e.Path); err == nil && fi.IsSymlink() {
+		if err := a.root.Remove(e.Path); err != nil {
+			return rec, err
+		}
+	}
 	if e.Source != "" {
 		return a.sourceFile(e, attr, rec)
 	}

@@ -41,6 +41,8 @@ func testPlan(t *testing.T, srcSize int64) *plan.Plan {
 			{Part: plan.Root, Path: "/etc/systemd/system/k3s-agent.service", Kind: plan.File, Mode: 0o644, Data: []byte("[Unit]\nDescription=k3s\n")},
 			{Part: plan.Root, Path: "/etc/systemd/system/multi-user.target.wants/k3s-agent.service", Kind: plan.Symlink,
 				Mode: 0o777, Target: "/etc/systemd/system/k3s-agent.service"},
+			// /usr/sbin/init is a symlink in the base: the entry replaces it.
+			{Part: plan.Root, Path: "/usr/sbin/init", Kind: plan.File, Mode: 0o755, Data: []byte("#!/bin/sh\n")},
 			{Part: plan.Root, Path: "/home/pirate/.ssh/authorized_keys", Kind: plan.File, Mode: 0o600, UID: 1000, GID: 1000, Data: []byte("ssh-ed25519 AAAA test\n")},
 			{Part: plan.Boot, Path: "/imgbake/node.txt", Kind: plan.File, Data: []byte("node: k5\n")},
 		},
@@ -133,6 +135,12 @@ func TestBuildAppliesPlan(t *testing.T) {
 		if got := debugfsR(t, res.Image, root, "stat "+p); !strings.Contains(got, want) {
 			t.Errorf("stat %s lacks %q:\n%.400s", p, want, got)
 		}
+	}
+	if got := debugfsR(t, res.Image, root, "stat /usr/sbin/init"); !strings.Contains(got, "Type: regular") {
+		t.Errorf("/usr/sbin/init is not the new file: %.300s", got)
+	}
+	if got := debugfsR(t, res.Image, root, "cat /usr/lib/systemd/systemd"); !strings.Contains(got, "\x7fELF") {
+		t.Errorf("the symlink's target was written through: %.30q", got)
 	}
 	if got := debugfsR(t, res.Image, root, "cat /etc/hosts"); !strings.Contains(got, "127.0.1.1\tk5") {
 		t.Errorf("hosts: %q", got)
