@@ -212,3 +212,25 @@ func TestCoreMetaBg(t *testing.T) {
 		}
 	}
 }
+
+// TestCoreUseAfterClose: every method fails cleanly on a closed filesystem.
+func TestCoreUseAfterClose(t *testing.T) {
+	img := coreMkfs(t, 16, 0)
+	f, fh := coreOpen(t, img)
+	defer fh.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Stat("/etc/hostname"); err == nil {
+		t.Error("Stat after Close succeeded")
+	}
+	if err := f.WriteFile("/x", nil, Attr{}); err == nil {
+		t.Error("WriteFile after Close succeeded")
+	}
+	if _, err := f.AllocatedRanges(); err == nil {
+		t.Error("AllocatedRanges after Close succeeded")
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}

@@ -360,6 +360,9 @@ func (f *FS) Close() error {
 // readBlock returns block b (dirty copy first, then cache, then disk). The slice is shared:
 // callers that change it must call markDirty.
 func (f *FS) readBlock(b uint64) ([]byte, error) {
+	if f.closed {
+		return nil, fmt.Errorf("ext4: filesystem is closed")
+	}
 	if d, ok := f.dirty[b]; ok {
 		return d, nil
 	}
