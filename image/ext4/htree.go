@@ -58,6 +58,9 @@ func (f *FS) dxHashVersion(root []byte) uint8 {
 
 // dxProbe walks from the root to the leaf that should hold hash h.
 func (f *FS) dxProbe(blocks []uint64, h uint32) ([]*dxFrame, error) {
+	if len(blocks) < 2 {
+		return nil, fmt.Errorf("htree directory with %d blocks: %w", len(blocks), ErrCorrupt)
+	}
 	rb, err := f.readBlock(blocks[0])
 	if err != nil {
 		return nil, err
@@ -103,6 +106,9 @@ func (f *FS) dxInsert(dir *inode, name string, ino uint32, ft uint8) error {
 		blocks, err := f.dirMap(dir)
 		if err != nil {
 			return err
+		}
+		if len(blocks) < 2 {
+			return fmt.Errorf("htree directory with %d blocks: %w", len(blocks), ErrCorrupt)
 		}
 		rb, err := f.readBlock(blocks[0])
 		if err != nil {
