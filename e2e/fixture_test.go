@@ -86,7 +86,11 @@ func requireTools(t *testing.T) {
 			strings.Join(missing, ", "))
 	}
 	if os.Geteuid() != 0 {
-		t.Fatal("the boot tests build their base images from Debian packages and need root for the files' owners: run `make e2e` as root (CI does)")
+		const msg = "the boot tests build their base images from Debian packages and need root for the files' owners: run `make e2e` as root"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg + " (CI must run them)")
+		}
+		t.Skip("skipping: " + msg)
 	}
 }
 
