@@ -165,7 +165,9 @@ func (f *FS) Chown(name string, uid, gid uint32) error {
 	})
 }
 
-// SetXattr sets one extended attribute (full name, e.g. "security.capability") of name.
+// SetXattr sets one extended attribute (full name, e.g. "security.capability") of name,
+// following a final symlink like setxattr(2) (ListXattrs and Getxattr, like llistxattr,
+// do not follow it).
 func (f *FS) SetXattr(name, attr string, value []byte) error {
 	idx, suffix, err := splitXattrName(attr)
 	if err != nil {

@@ -122,7 +122,8 @@ func (f *FS) ListXattrs(name string) (map[string][]byte, error) {
 	return out, nil
 }
 
-// Getxattr returns one extended attribute; fs.ErrNotExist when it is not set.
+// Getxattr returns one extended attribute of name (not following a final symlink);
+// fs.ErrNotExist when it is not set.
 func (f *FS) Getxattr(name, attr string) ([]byte, error) {
 	m, err := f.ListXattrs(name)
 	if err != nil {
