@@ -76,7 +76,11 @@ func (f *FS) createFile(name string, r io.Reader, size int64, a Attr) error {
 			return err
 		}
 	}
-	if old != nil && nblk+uint64(f.treeNodes(int(nblk/maxInitLen)+8))+1 > f.freeBlk {
+	mapEst := uint64(f.treeNodes(int(nblk/maxInitLen) + 8)) // extents: a few per 128 MiB
+	if !f.hasIncompat(incompatExtents) {
+		mapEst = f.indirectBlocks(nblk)
+	}
+	if old != nil && nblk+mapEst+1 > f.freeBlk {
 		// not enough room for old and new at once: truncate first (like O_TRUNC)
 		if err := f.truncate(old); err != nil {
 			return err
