@@ -17,6 +17,7 @@ import (
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/dhcp"
+	"github.com/imgbake/imgbake/netboot/initramfs"
 	"github.com/imgbake/imgbake/netboot/node"
 	"github.com/imgbake/imgbake/netboot/serve"
 	"github.com/spf13/cobra"
@@ -191,6 +192,10 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	if err != nil {
 		return err
 	}
+	initFor := a.netbootInit()
+	if _, err := initFor("arm64"); err != nil {
+		return err // built without `go generate`: say how to build it
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var l serve.Listeners
@@ -219,7 +224,7 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 		names[i] = n.Name
 	}
 	log.Info("netboot: serving", "interface", o.iface, "address", addr, "nodes", names, "state", store.StateDir, "dhcp", !o.noDHCP)
-	s := &serve.Server{Nodes: nodes, Disks: store, Addr: addr, NBDPort: uint16(o.nbdPort), Log: log}
+	s := &serve.Server{Nodes: nodes, Disks: store, Addr: addr, NBDPort: uint16(o.nbdPort), Init: initFor, Log: log}
 	err = s.Serve(ctx, l)
 	l = serve.Listeners{} // Serve closed them
 	if err != nil {
@@ -227,6 +232,23 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	}
 	log.Info("netboot: stopped; running nodes wait for the server to come back")
 	return nil
+}
+
+// netbootInit returns where the netboot /init programs come from: the
+// ones built into imgbake, or init-arm64 and init-armhf in the directory
+// $IMGBAKE_NETBOOT_INIT_DIR (a build of netboot/initrd of your own).
+func (a *App) netbootInit() func(arch string) ([]byte, error) {
+	dir := a.getenv("IMGBAKE_NETBOOT_INIT_DIR")
+	if dir == "" {
+		return initramfs.Init
+	}
+	return func(arch string) ([]byte, error) {
+		b, err := os.ReadFile(filepath.Join(dir, "init-"+arch))
+		if err != nil {
+			return nil, fmt.Errorf("reading the netboot init from IMGBAKE_NETBOOT_INIT_DIR: %w", err)
+		}
+		return b, nil
+	}
 }
 
 // interfaceAddr returns want (checked to be on iface) or iface's first

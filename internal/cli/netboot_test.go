@@ -114,10 +114,20 @@ func TestNetbootServes(t *testing.T) {
 		t.Skip("atftp not installed (apt-get install atftp)")
 	}
 	dir, cfg := netbootCluster(t)
+	// The init programs, built here: the test must not depend on `go
+	// generate` having run.
+	initDir := t.TempDir()
+	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(initDir, "init-arm64"), "../../netboot/initrd")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building netboot/initrd: %v\n%s", err, out)
+	}
+	initProg, _ := os.ReadFile(filepath.Join(initDir, "init-arm64"))
 	tftpPort, nbdPort := freePort(t, "udp"), freePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	var stderr syncBuffer
-	app := &App{Stdout: &stderr, Stderr: &stderr}
+	env := map[string]string{"IMGBAKE_NETBOOT_INIT_DIR": initDir}
+	app := &App{Stdout: &stderr, Stderr: &stderr, Env: func(k string) string { return env[k] }}
 	done := make(chan int)
 	go func() {
 		done <- app.Execute(ctx, []string{"netboot", "--config", cfg, "--interface", "lo", "--no-dhcp",
@@ -137,6 +147,16 @@ loop:
 		if cmd.Run() == nil {
 			got, _ = os.ReadFile(out)
 			break
+		}
+	}
+	// The initramfs (config.txt has auto_initramfs=1; the fixture has no
+	// initramfs8 of its own) is the addition with our init.
+	initrd := filepath.Join(t.TempDir(), "initramfs8")
+	if code == -1 {
+		if err := exec.Command("atftp", "-g", "-r", "1234abcd/initramfs8", "-l", initrd, "127.0.0.1", strconv.Itoa(tftpPort)).Run(); err != nil {
+			t.Errorf("fetching initramfs8: %v", err)
+		} else if b, _ := os.ReadFile(initrd); !bytes.HasPrefix(b, []byte("070701")) || !bytes.Contains(b, initProg) {
+			t.Errorf("initramfs8 (%d bytes) does not hold the init program", len(b))
 		}
 	}
 	cancel()

@@ -154,7 +154,9 @@ func mountRoot(p params, dir string) error {
 // switchRoot makes newRoot the root and executes init there, as
 // switch_root(8) does: empty the initramfs, move the mounts, chroot.
 func switchRoot(newRoot, init string) error {
-	if _, err := os.Stat(filepath.Join(newRoot, strings.TrimPrefix(init, "/"))); err != nil {
+	// Lstat: init is usually an absolute symlink (/sbin/init ->
+	// /lib/systemd/systemd), which only resolves once newRoot is the root.
+	if _, err := os.Lstat(filepath.Join(newRoot, strings.TrimPrefix(init, "/"))); err != nil {
 		return fmt.Errorf("no %s on the root filesystem: %w", init, err)
 	}
 	for _, m := range []string{"/dev", "/proc", "/sys", "/run"} {
