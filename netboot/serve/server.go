@@ -169,10 +169,12 @@ func (s *Server) learn(name string, a netip.Addr) {
 	s.logger().Info("netboot: node is booting", "node", name, "address", a)
 	p := filepath.Join(s.Disks.StateDir, name, addressFile)
 	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(a.String()+"\n"), 0o644); err == nil {
+	err := os.WriteFile(tmp, []byte(a.String()+"\n"), 0o644)
+	if err == nil {
 		err = os.Rename(tmp, p)
-	} else {
-		s.logger().Warn("netboot: saving node address", "node", name, "err", err)
+	}
+	if err != nil {
+		s.logger().Warn("netboot: saving node address; after a restart of the server the node must boot again", "node", name, "err", err)
 	}
 }
 
