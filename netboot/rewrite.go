@@ -78,3 +78,16 @@ func Config(orig string) (string, []string) {
 	out += "\n# Added by imgbake netboot (not on the disk): the network root's initramfs.\n[all]\ninitramfs " + AddedInitramfs + " followkernel\n"
 	return out, []string{AddedInitramfs}
 }
+
+// CmdlineFile returns the kernel command line file config.txt names with
+// cmdline= (the last one wins), or cmdline.txt.
+func CmdlineFile(config string) string {
+	name := "cmdline.txt"
+	for _, line := range strings.Split(config, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(strings.TrimSuffix(line, "\r")), "=")
+		if ok && strings.TrimSpace(k) == "cmdline" && strings.TrimSpace(v) != "" {
+			name = strings.TrimSpace(v)
+		}
+	}
+	return name
+}

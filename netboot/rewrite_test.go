@@ -50,3 +50,16 @@ func TestConfig(t *testing.T) {
 		t.Errorf("no initramfs:\n got %q %v\nwant %q", got, names, want)
 	}
 }
+
+func TestCmdlineFile(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                    "cmdline.txt",
+		"arm_64bit=1\ncmdline=nfs.txt\r\n":    "nfs.txt",
+		"cmdline=a.txt\n[pi4]\ncmdline=b.txt": "b.txt",
+		"#cmdline=x.txt\ncmdline=":            "cmdline.txt",
+	} {
+		if got := CmdlineFile(in); got != want {
+			t.Errorf("CmdlineFile(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -131,8 +131,8 @@ func (s *Server) bootFile(n Node, path, name string) (servedFile, error) {
 	config, _ := boot.ReadFile("config.txt") // absent: firmware defaults
 	served, initramfsNames := netboot.Config(string(config))
 	switch {
-	case strings.EqualFold(name, "cmdline.txt"):
-		orig, err := read("cmdline.txt")
+	case strings.EqualFold(name, netboot.CmdlineFile(string(config))):
+		orig, err := read(name)
 		if err != nil && !errors.Is(err, tftp.ErrNotFound) {
 			return nil, err
 		}
