@@ -128,8 +128,10 @@ func (f *FS) touchBlockGroup(g uint32, b *bitmap) {
 	f.gdtDirty[g] = true
 }
 
-// allocBlocks allocates n blocks, first fit from goal onwards (wrapping), as few runs as
-// the free space allows. It fails with ErrNoSpace before changing anything.
+// allocBlocks allocates n blocks near goal, as few runs as the free space allows: a first
+// pass takes only free runs of at least min(n, 256) blocks (so a big file does not fill
+// every small hole of a used filesystem), a second pass takes whatever is left, each
+// first fit from goal onwards, wrapping. It fails with ErrNoSpace before changing anything.
 func (f *FS) allocBlocks(goal, n uint64) ([]run, error) {
 	if n == 0 {
 		return nil, nil
@@ -143,30 +145,22 @@ func (f *FS) allocBlocks(goal, n uint64) ([]run, error) {
 	g0 := uint32((goal - f.firstData) / uint64(f.bpg))
 	var runs []run
 	left := n
-	for i := uint32(0); i < f.groups && left > 0; i++ {
-		g := (g0 + i) % f.groups
-		if f.groupFreeBlocks(g) == 0 {
-			continue
-		}
-		b, err := f.blockBitmap(g)
-		if err != nil {
-			f.undoAlloc(runs)
-			return nil, err
-		}
-		from := uint64(0)
-		if i == 0 {
-			from = goal - f.groupStart(g)
-		}
-		for _, r := range f.takeFromGroup(g, b, from, left) {
-			left -= r.n
-			runs = appendRun(runs, r)
-		}
-	}
-	if left > 0 {
-		// the goal group's head (before goal) was skipped: scan it now
-		g := g0
-		if b, err := f.blockBitmap(g); err == nil {
-			for _, r := range f.takeFromGroup(g, b, 0, left) {
+	for _, minRun := range []uint64{min(n, 256), 1} {
+		for i := uint32(0); i <= f.groups && left > 0; i++ {
+			g := (g0 + i) % f.groups
+			if f.groupFreeBlocks(g) == 0 {
+				continue
+			}
+			b, err := f.blockBitmap(g)
+			if err != nil {
+				f.undoAlloc(runs)
+				return nil, err
+			}
+			from := uint64(0)
+			if i == 0 {
+				from = goal - f.groupStart(g) // the goal group's head comes last, at i == groups
+			}
+			for _, r := range f.takeFromGroup(g, b, from, left, minRun) {
 				left -= r.n
 				runs = appendRun(runs, r)
 			}
@@ -187,8 +181,9 @@ func appendRun(runs []run, r run) []run {
 	return append(runs, r)
 }
 
-// takeFromGroup marks up to want free blocks of group g used, scanning from bit from.
-func (f *FS) takeFromGroup(g uint32, b *bitmap, from, want uint64) []run {
+// takeFromGroup marks up to want free blocks of group g used, scanning from bit from and
+// skipping free runs shorter than minRun (unless they cover all that is wanted).
+func (f *FS) takeFromGroup(g uint32, b *bitmap, from, want, minRun uint64) []run {
 	var got []run
 	end := f.groupLen(g)
 	start := f.groupStart(g)
@@ -204,8 +199,14 @@ func (f *FS) takeFromGroup(g uint32, b *bitmap, from, want uint64) []run {
 		}
 		j := i
 		for j < end && !b.get(j) && j-i < want {
-			b.set(j)
 			j++
+		}
+		if j-i < minRun && j-i < want {
+			i = j
+			continue
+		}
+		for k := i; k < j; k++ {
+			b.set(k)
 		}
 		got = append(got, run{start + i, j - i})
 		f.addGroupFree(g, -int64(j-i))

@@ -3,6 +3,7 @@ package ext4
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,38 +12,41 @@ import (
 	"testing"
 )
 
-// TestCoreFragmentedAndLarge fills a filesystem with small files, frees every other one, and
-// writes files that must become many extents (an extent tree of depth >= 1), plus a file
-// larger than one maximal extent.
+// TestCoreFragmentedAndLarge fills a filesystem with 4-block files, frees every other one
+// and writes a file that can only go into the 4-block holes (an extent tree of depth >= 1,
+// or double indirect blocks on ext2); then a file larger than one maximal extent (and
+// through triple indirect blocks on ext2 with 1 KiB blocks) into a fresh filesystem.
 func TestCoreFragmentedAndLarge(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
 	for _, kind := range []string{"pigen", "1k", "ext2-1k"} {
 		t.Run(kind, func(t *testing.T) {
-			img := coreMkfs(t, 400, 10, coreKinds[kind]...)
+			img := coreMkfs(t, 24, 10, append([]string{"-N", "8000"}, coreKinds[kind]...)...)
 			f, fh := coreOpen(t, img)
 			defer fh.Close()
 			bs := f.BlockSize()
 			if err := f.MkdirAll("/frag", Attr{Mode: 0755}); err != nil {
 				t.Fatal(err)
 			}
-			for i := 0; i < 3000; i++ {
-				if err := f.WriteFile(fmt.Sprintf("/frag/%d", i), bytes.Repeat([]byte{1}, bs), Attr{Mode: 0644}); err != nil {
+			n := 0
+			for ; ; n++ {
+				err := f.WriteFile(fmt.Sprintf("/frag/%d", n), bytes.Repeat([]byte{1}, 4*bs), Attr{Mode: 0644})
+				if errors.Is(err, ErrNoSpace) || errors.Is(err, ErrNoInodes) {
+					break
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
 			}
-			for i := 0; i < 3000; i += 2 {
+			for i := 0; i < n; i += 2 {
 				if err := f.Remove(fmt.Sprintf("/frag/%d", i)); err != nil {
 					t.Fatal(err)
 				}
 			}
-			frag := bytes.Repeat([]byte("fragmented!"), 1400*bs/11)
+			size := f.FreeBytes() - 64*int64(bs)
+			frag := bytes.Repeat([]byte("fragmented!"), int(size)/11)
 			if err := f.WriteFile("/fragmented", frag, Attr{Mode: 0644}); err != nil {
-				t.Fatal(err)
-			}
-			const bigN = 300 << 20
-			if err := f.CreateFile("/large", &patReader{n: bigN}, bigN, Attr{Mode: 0600}); err != nil {
 				t.Fatal(err)
 			}
 			got, err := f.ReadFile("/fragmented")
@@ -53,22 +57,34 @@ func TestCoreFragmentedAndLarge(t *testing.T) {
 				t.Fatal(err)
 			}
 			coreFsck(t, img)
-			if st := coreDebugfs(t, img, "stat /fragmented"); !strings.Contains(st, "(1):") && !strings.Contains(st, "ETB") && !strings.Contains(st, "(IND)") {
-				t.Errorf("expected an extent tree of depth >= 1:\n%.600s", st)
+			if st := coreDebugfs(t, img, "stat /fragmented"); !strings.Contains(st, "(1):") && !strings.Contains(st, "ETB") && !strings.Contains(st, "(DIND)") {
+				t.Errorf("expected an extent tree of depth >= 1 or double indirect blocks:\n%.600s", st)
 			}
 			if got := coreDebugfs(t, img, "cat /fragmented"); got != string(frag) {
 				t.Error("debugfs cat /fragmented differs")
 			}
+
+			img = coreMkfs(t, 400, 10, coreKinds[kind]...)
+			f, fh2 := coreOpen(t, img)
+			defer fh2.Close()
+			const bigN = 300 << 20
+			if err := f.CreateFile("/large", &patReader{n: bigN}, bigN, Attr{Mode: 0600}); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			coreFsck(t, img)
 			h := sha256.New()
 			io.Copy(h, &patReader{n: bigN})
 			cmd := exec.Command("debugfs", "-R", "cat /large", img)
 			out, _ := cmd.StdoutPipe()
 			cmd.Start()
 			h2 := sha256.New()
-			n, _ := io.Copy(h2, out)
+			got2, _ := io.Copy(h2, out)
 			cmd.Wait()
-			if n != bigN || !bytes.Equal(h.Sum(nil), h2.Sum(nil)) {
-				t.Errorf("/large differs (%d bytes read)", n)
+			if got2 != bigN || !bytes.Equal(h.Sum(nil), h2.Sum(nil)) {
+				t.Errorf("/large differs (%d bytes read)", got2)
 			}
 			os.Remove(img)
 		})
