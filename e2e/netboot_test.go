@@ -58,8 +58,8 @@ func TestNetboot(t *testing.T) {
 	addNBDModule(t, img)
 	bin := buildNetbootImgbake(ctx, t, e.repo)
 
-	ns, fw := setupNetns(t)
-	startDnsmasq(t, ns, dir)
+	ns, fw := nbSetupNetns(t)
+	nbStartDnsmasq(t, ns, dir)
 	cfg := filepath.Join(dir, "imgbake.yaml")
 	cluster := "server: " + serverAddr + "\nk3s: {version: v1.31.4+k3s1}\nnodes:\n" +
 		"  - name: k5\n    profile: worker\n    netboot: {serial: " + nbSerial + ", mac: \"" + nbMAC + "\"}\n"
@@ -87,7 +87,7 @@ func TestNetboot(t *testing.T) {
 	}
 	spec.Cmdline += " loglevel=7" // test only: show /init's progress on the console
 	v := startNetbootVM(ctx, t, ns, "k5-netboot1", spec)
-	waitConsole(ctx, t, v, "switching to /sbin/init", 5*time.Minute)
+	nbWaitConsole(ctx, t, v, "switching to /sbin/init", 5*time.Minute)
 	srv.stop(t)
 	t.Log("imgbake netboot stopped under the running node")
 	time.Sleep(3 * time.Second)
@@ -167,9 +167,9 @@ func addNBDModule(t *testing.T, img string) {
 	if bytes.Contains(dep, []byte("/nbd.ko")) {
 		return
 	}
-	debs, _ := filepath.Glob(filepath.Join(e2eCache(), "arm64", "kernel", "linux-image-*.deb"))
+	debs, _ := filepath.Glob(filepath.Join(nbE2ECache(), "arm64", "kernel", "linux-image-*.deb"))
 	if len(debs) == 0 {
-		t.Fatalf("no cached kernel package in %s: run e2e/mkbase.sh fetch arm64", e2eCache())
+		t.Fatalf("no cached kernel package in %s: run e2e/mkbase.sh fetch arm64", nbE2ECache())
 	}
 	list, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -t`, "sh", debs[0]).Output()
 	if err != nil {
@@ -200,7 +200,7 @@ func addNBDModule(t *testing.T, img string) {
 	}
 }
 
-func e2eCache() string {
+func nbE2ECache() string {
 	if c := os.Getenv("IMGBAKE_E2E_CACHE"); c != "" {
 		return c
 	}
@@ -281,7 +281,7 @@ func (s *cliServer) stop(t *testing.T) {
 	s.cmd = nil
 }
 
-func sh(t *testing.T, args ...string) {
+func nbRun(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
@@ -292,26 +292,26 @@ func sh(t *testing.T, args ...string) {
 // br0 at nbServer/24 (the server's side) and tap0 (the node's cable) in it.
 // A second namespace stands in for the node's firmware when it fetches the
 // boot files (see tftpBoot).
-func setupNetns(t *testing.T) (lan, firmware string) {
+func nbSetupNetns(t *testing.T) (lan, firmware string) {
 	t.Helper()
 	id := strconv.Itoa(os.Getpid())
 	lan, firmware = "imgbake-e2e-"+id, "imgbake-e2e-fw-"+id
 	for _, ns := range []string{lan, firmware} {
-		sh(t, "ip", "netns", "add", ns)
+		nbRun(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		nbRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	sh(t, "ip", "-n", lan, "link", "add", "br0", "type", "bridge")
-	sh(t, "ip", "-n", lan, "addr", "add", nbServer+"/24", "dev", "br0")
-	sh(t, "ip", "-n", lan, "link", "set", "br0", "up")
-	sh(t, "ip", "-n", lan, "tuntap", "add", "dev", "tap0", "mode", "tap")
-	sh(t, "ip", "-n", lan, "link", "set", "tap0", "master", "br0", "up")
+	nbRun(t, "ip", "-n", lan, "link", "add", "br0", "type", "bridge")
+	nbRun(t, "ip", "-n", lan, "addr", "add", nbServer+"/24", "dev", "br0")
+	nbRun(t, "ip", "-n", lan, "link", "set", "br0", "up")
+	nbRun(t, "ip", "-n", lan, "tuntap", "add", "dev", "tap0", "mode", "tap")
+	nbRun(t, "ip", "-n", lan, "link", "set", "tap0", "master", "br0", "up")
 	return lan, firmware
 }
 
 // startDnsmasq runs the LAN's DHCP server (addresses only, no boot
 // options: those come from imgbake) in the namespace.
-func startDnsmasq(t *testing.T, ns, dir string) {
+func nbStartDnsmasq(t *testing.T, ns, dir string) {
 	t.Helper()
 	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
 		"--port=0", "--interface=br0", "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
@@ -339,14 +339,14 @@ func startDnsmasq(t *testing.T, ns, dir string) {
 // of the fetch with the node's MAC and address.
 func tftpBoot(ctx context.Context, t *testing.T, lan, firmware, dir string) bootSpec {
 	t.Helper()
-	sh(t, "ip", "link", "add", "fw0", "netns", firmware, "address", nbMAC, "type", "veth", "peer", "name", "fwport", "netns", lan)
+	nbRun(t, "ip", "link", "add", "fw0", "netns", firmware, "address", nbMAC, "type", "veth", "peer", "name", "fwport", "netns", lan)
 	defer func() {
 		exec.Command("ip", "-n", firmware, "link", "del", "fw0").Run()
 		exec.Command("ip", "-n", lan, "neigh", "flush", "all").Run()
 	}()
-	sh(t, "ip", "-n", lan, "link", "set", "fwport", "master", "br0", "up")
-	sh(t, "ip", "-n", firmware, "addr", "add", nbGuest+"/24", "dev", "fw0")
-	sh(t, "ip", "-n", firmware, "link", "set", "fw0", "up")
+	nbRun(t, "ip", "-n", lan, "link", "set", "fwport", "master", "br0", "up")
+	nbRun(t, "ip", "-n", firmware, "addr", "add", nbGuest+"/24", "dev", "fw0")
+	nbRun(t, "ip", "-n", firmware, "link", "set", "fw0", "up")
 	get := func(name string) string {
 		out := filepath.Join(dir, "tftp-"+filepath.Base(name))
 		var b []byte
@@ -439,7 +439,7 @@ func startNetbootVM(ctx context.Context, t *testing.T, ns, name string, spec boo
 }
 
 // waitConsole waits for a console line containing s.
-func waitConsole(ctx context.Context, t *testing.T, v *vm, s string, d time.Duration) {
+func nbWaitConsole(ctx context.Context, t *testing.T, v *vm, s string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
