@@ -238,8 +238,15 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	if err := mf.Close(); err != nil {
 		return nil, fmt.Errorf("writing manifest: %w", err)
 	}
-	for _, mv := range [][2]string{{final, res.Image}, {bmf.Name(), res.Bmap}, {mf.Name(), res.Manifest}} {
-		if err := os.Chmod(mv[0], 0o644); err != nil {
+	// The image holds the join token and the node password: only its owner
+	// may read it. The bmap and the manifest hold no secrets.
+	outputs := []struct {
+		tmp, final string
+		mode       os.FileMode
+	}{{final, res.Image, 0o600}, {bmf.Name(), res.Bmap, 0o644}, {mf.Name(), res.Manifest, 0o644}}
+	for _, out := range outputs {
+		mv := [2]string{out.tmp, out.final}
+		if err := os.Chmod(mv[0], out.mode); err != nil {
 			return nil, err
 		}
 		if err := os.Rename(mv[0], mv[1]); err != nil {
@@ -320,7 +327,7 @@ func (b *builder) grow(img *os.File, size int64) (bool, int64, error) {
 	rootPart, _ := info.part(info.RootPartition)
 	partSize, err := t.growLast(img, rootPart.Number, target)
 	if err != nil {
-		return false, 0, fmt.Errorf("growing root partition: %w (use a base image whose root partition is the last one)", err)
+		return false, 0, fmt.Errorf("growing root partition: %w", err)
 	}
 	fsys, err := ext4.Open(img, rootPart.Start, partSize, &ext4.Options{Now: func() time.Time { return o.Epoch }, Log: o.Log})
 	if err != nil {

@@ -23,11 +23,13 @@ func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
 	for off < size {
 		data, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
-			break // only a hole remains
+			bar.Add(size - off) // only a hole remains: it counts as copied
+			break
 		}
 		if err != nil {
 			return copyPlain(dst, src, size, bar)
 		}
+		bar.Add(data - off) // the hole skipped before this data
 		hole, err := unix.Seek(int(src.Fd()), data, unix.SEEK_HOLE)
 		if err != nil {
 			return fmt.Errorf("finding holes: %w", err)

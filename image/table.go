@@ -178,7 +178,7 @@ func (t *table) growLast(w io.WriterAt, num int, newSize int64) (int64, error) {
 	}
 	for _, q := range t.parts {
 		if p != nil && q.Start > p.Start {
-			return 0, fmt.Errorf("cannot grow partition %d: partition %d lies after it", num, q.Number)
+			return 0, fmt.Errorf("cannot grow partition %d: partition %d lies after it (use a base image whose root partition is the last one)", num, q.Number)
 		}
 	}
 	if p == nil {
@@ -187,7 +187,7 @@ func (t *table) growLast(w io.WriterAt, num int, newSize int64) (int64, error) {
 	if t.kind == "mbr" {
 		end := newSize / sector
 		if end > 1<<32-1 {
-			return 0, errors.New("cannot grow: an MBR partition table addresses at most 2 TiB")
+			return 0, errors.New("cannot grow: an MBR partition table addresses at most 2 TiB (ask for a smaller --size)")
 		}
 		sectors := end - p.Start/sector
 		binary.LittleEndian.PutUint32(t.mbr[446+16*t.slot[num]+12:], uint32(sectors))

@@ -7,6 +7,8 @@
 // internals.
 package plan
 
+import "fmt"
+
 // Part names the filesystem an entry belongs to.
 type Part int
 
@@ -23,6 +25,22 @@ func (p Part) String() string {
 		return "boot"
 	}
 	return "root"
+}
+
+// MarshalText makes a Part read "root" or "boot" in JSON (imgbake inspect --json).
+func (p Part) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// UnmarshalText reads "root" or "boot".
+func (p *Part) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "root":
+		*p = Root
+	case "boot":
+		*p = Boot
+	default:
+		return fmt.Errorf("unknown partition %q: want root or boot", b)
+	}
+	return nil
 }
 
 // Kind is what an Entry creates.
