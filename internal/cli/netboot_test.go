@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/imgbake/imgbake/internal/fixture"
+	"github.com/imgbake/imgbake/internal/testlog"
 )
 
 // netbootCluster writes a cluster file with a network-booted k5, a k6
@@ -125,7 +126,7 @@ func TestNetbootServes(t *testing.T) {
 	initProg, _ := os.ReadFile(filepath.Join(initDir, "init-arm64"))
 	tftpPort, nbdPort := freePort(t, "udp"), freePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
+	var stderr testlog.Buffer
 	env := map[string]string{"IMGBAKE_NETBOOT_INIT_DIR": initDir}
 	app := &App{Stdout: &stderr, Stderr: &stderr, Env: func(k string) string { return env[k] }}
 	done := make(chan int)
@@ -176,29 +177,4 @@ loop:
 	if !strings.Contains(stderr.String(), "netboot: serving") {
 		t.Errorf("log lacks the start line:\n%s", stderr.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) lock() {
-	if s.mu == nil {
-		s.mu = make(chan struct{}, 1)
-	}
-	s.mu <- struct{}{}
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.lock()
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.lock()
-	defer func() { <-s.mu }()
-	return s.b.String()
 }

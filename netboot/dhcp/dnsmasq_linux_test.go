@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/testlog"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -129,7 +130,7 @@ func TestLeasesUdhcpc(t *testing.T) {
 	file := filepath.Join(dir, "leases.json")
 	h := newLeases(t, file)
 	h.AllowUnknown = true
-	var log syncBuffer
+	var log testlog.Buffer
 	h.Log = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	conn := listenIn(t, tn.srv, "vs", "0.0.0.0:67")
 	srv := &Server{Handler: h, Log: h.Log}
@@ -154,7 +155,7 @@ func TestLeasesUdhcpc(t *testing.T) {
 	// udhcpc stays in the foreground; SIGUSR2 makes it release its lease
 	// (busybox's -q exits before it is BOUND, so -q -R releases nothing).
 	cmd := exec.Command("ip", "netns", "exec", tn.cli, busybox, "udhcpc", "-i", "vc", "-f", "-n", "-t", "5", "-T", "1", "-s", script)
-	var b syncBuffer
+	var b testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &b, &b
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -1,10 +1,8 @@
 package dhcp
 
 import (
-	"bytes"
 	"encoding/binary"
 	"net"
-	"sync"
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -92,22 +90,4 @@ func TestPiOption43(t *testing.T) {
 	if got := piOption43(DefaultMenu); string(got) != string(want) {
 		t.Errorf("option 43 = % x\nwant       % x", got, want)
 	}
-}
-
-// syncBuffer collects log output from concurrent goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

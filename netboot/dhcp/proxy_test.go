@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/imgbake/imgbake/internal/testlog"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -129,7 +130,7 @@ func TestServerLoopSurvivesGarbage(t *testing.T) {
 	}
 	defer client.Close()
 	sent := make(chan string, 10)
-	var logBuf syncBuffer
+	var logBuf testlog.Buffer
 	srv := &Server{Handler: rewriteTo{newProxy(), client.LocalAddr().(*net.UDPAddr), sent},
 		Log: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(context.Background())

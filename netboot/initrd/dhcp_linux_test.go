@@ -47,8 +47,9 @@ func TestDHCPClient(t *testing.T) {
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 		sh("ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	sh("ip", "link", "add", "nbs"+id[len(id)-4:], "netns", srv, "type", "veth", "peer", "name", "eth0", "netns", cli)
-	sh("ip", "-n", srv, "link", "set", "nbs"+id[len(id)-4:], "name", "lan0")
+	veth := fmt.Sprintf("nbs%04d", os.Getpid()%10000) // pids may have fewer than 4 digits
+	sh("ip", "link", "add", veth, "netns", srv, "type", "veth", "peer", "name", "eth0", "netns", cli)
+	sh("ip", "-n", srv, "link", "set", veth, "name", "lan0")
 	sh("ip", "-n", srv, "addr", "add", "10.78.0.1/24", "dev", "lan0")
 	sh("ip", "-n", srv, "link", "set", "lan0", "up")
 	dir := t.TempDir()

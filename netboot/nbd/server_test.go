@@ -16,27 +16,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/testlog"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitLog waits until the log contains want.
-func waitLog(t *testing.T, log *syncBuffer, want string) {
+func waitLog(t *testing.T, log *testlog.Buffer, want string) {
 	t.Helper()
 	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
 		if strings.Contains(log.String(), want) {
@@ -93,7 +78,7 @@ func (b staticBackend) List(_ context.Context, client netip.Addr) ([]string, err
 
 type testServer struct {
 	addr   string
-	log    *syncBuffer
+	log    *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
@@ -122,7 +107,7 @@ func startServerOn(t testing.TB, b Backend, addr string) *testServer {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	ts := &testServer{addr: l.Addr().String(), log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	ts := &testServer{addr: l.Addr().String(), log: &testlog.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	srv := &Server{Backend: b, Log: slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	go func() { ts.done <- srv.Serve(ctx, l) }()
 	t.Cleanup(func() {

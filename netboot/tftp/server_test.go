@@ -14,26 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/testlog"
 	pintftp "github.com/pin/tftp/v3"
 )
-
-// syncBuffer collects log output from concurrent transfers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testFiles maps "prefix/file" (or a root file) to contents.
 type testFiles map[string][]byte
@@ -61,7 +44,7 @@ func randomBytes(n int, seed uint64) []byte {
 
 type testServer struct {
 	addr *net.UDPAddr
-	log  *syncBuffer
+	log  *testlog.Buffer
 	mu   sync.Mutex
 	reqs []Request
 }
@@ -79,7 +62,7 @@ func startServer(t testing.TB, r Resolver, timeout time.Duration) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := &testServer{addr: conn.LocalAddr().(*net.UDPAddr), log: &syncBuffer{}}
+	ts := &testServer{addr: conn.LocalAddr().(*net.UDPAddr), log: &testlog.Buffer{}}
 	srv := &Server{
 		Resolver: r,
 		Log:      slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
