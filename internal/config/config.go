@@ -304,7 +304,10 @@ func (c *Cluster) checkNode(f string, n Node) {
 	}
 	checkSSH(d, f+".ssh", n.SSH)
 	if nb := n.Netboot; nb != nil {
-		if !serialRE.MatchString(strings.ToLower(nb.Serial)) {
+		if nb.Serial == "" && nb.MAC == "" {
+			d.Errorf(f+".netboot", "give the Pi's serial (Pi 4/5: the last 8 digits of `grep Serial /proc/cpuinfo`) or its mac (a Pi 3B's ROM sends no serial), or both")
+		}
+		if nb.Serial != "" && !serialRE.MatchString(strings.ToLower(nb.Serial)) {
 			d.Errorf(f+".netboot.serial", "%q: expected the serial's low 8 hex digits (from `vcgencmd otp_dump | grep ^28:` or the TFTP requests)", nb.Serial)
 		}
 		if nb.MAC != "" {

@@ -194,3 +194,20 @@ func TestDecodeKeepsLeadingZero(t *testing.T) {
 		t.Errorf("decoded %#v", v.K)
 	}
 }
+
+func TestNetbootIdentity(t *testing.T) {
+	head := "server: k1\nk3s:\n  version: v1.31.4+k3s1\nnodes:\n  - name: k5\n"
+	// A Pi 3B's ROM sends no serial: a MAC alone names it.
+	p := writeFile(t, "imgbake.yaml", head+"    netboot: {mac: \"b8:27:eb:11:22:33\"}\n", 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatalf("MAC-only netboot identity refused: %v", err)
+	}
+	if nb := c.Nodes[0].Netboot; nb == nil || nb.MAC != "b8:27:eb:11:22:33" || nb.Serial != "" {
+		t.Errorf("netboot = %+v", c.Nodes[0].Netboot)
+	}
+	p = writeFile(t, "imgbake.yaml", head+"    netboot: {}\n", 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "imgbake.yaml:6: nodes[0].netboot: give the Pi's serial") {
+		t.Errorf("empty netboot identity: got %v", err)
+	}
+}
