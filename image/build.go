@@ -387,8 +387,28 @@ func (b *builder) applyPlan(img *os.File) ([]manifest.File, []manifest.Edit, err
 func hashFile(f *os.File, size int64, bar *progress.Bar) (string, error) {
 	defer bar.Done()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, 0, size), bar), make([]byte, 4<<20)); err != nil {
-		return "", fmt.Errorf("checksumming image: %w", err)
+	buf := make([]byte, 4<<20)
+	zeros := make([]byte, 1<<20)
+	// Holes read as zeros: hash them from memory instead of reading them.
+	hashZeros := func(n int64) {
+		bar.Add(n)
+		for n > 0 {
+			k := min(n, int64(len(zeros)))
+			h.Write(zeros[:k])
+			n -= k
+		}
+	}
+	var off int64
+	for off < size {
+		start, end, ok := nextData(f, off, size)
+		if !ok {
+			start, end = size, size
+		}
+		hashZeros(start - off)
+		if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, start, end-start), bar), buf); err != nil {
+			return "", fmt.Errorf("checksumming image: %w", err)
+		}
+		off = end
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

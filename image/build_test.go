@@ -3,6 +3,8 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -365,5 +367,37 @@ func TestBuildReproducible(t *testing.T) {
 		if sha(got) != raw {
 			t.Errorf("%s output differs from the raw image", c[0])
 		}
+	}
+}
+
+// TestHashFileSparse checks that hashing a sparse file, whose holes are
+// hashed from memory, gives sha256sum's answer.
+func TestHashFileSparse(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sparse.img")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const size = 9<<20 + 12345
+	for _, off := range []int64{0, 3<<20 + 17, 8 << 20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0xa5, byte(off)}, 40000), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(data)
+	got, err := hashFile(f, size, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != hex.EncodeToString(want[:]) {
+		t.Fatalf("hashFile = %s, want %x", got, want)
 	}
 }

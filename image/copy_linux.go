@@ -63,3 +63,21 @@ func copyPlain(dst, src *os.File, size int64, bar *progress.Bar) error {
 	}
 	return sw.finish()
 }
+
+// nextData returns the data region of f that starts at or after off: its
+// start and end (the next hole). ok is false when only a hole remains. A
+// filesystem without SEEK_DATA reports everything from off as data.
+func nextData(f *os.File, off, size int64) (start, end int64, ok bool) {
+	data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
+	if errors.Is(err, unix.ENXIO) {
+		return 0, 0, false
+	}
+	if err != nil {
+		return off, size, true
+	}
+	hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
+	if err != nil {
+		return data, size, true
+	}
+	return min(data, size), min(hole, size), data < size
+}
