@@ -140,7 +140,9 @@ func applyLease(ifi *net.Interface, ack *dhcpv4.DHCPv4) (netConfig, error) {
 			logf("adding the default route via %s: %v", r[0], err)
 		}
 	}
-	nc := netConfig{ifname: ifi.Name, addr: ip, domain: ack.DomainName()}
+	nc := netConfig{ifname: ifi.Name, addr: ip, domain: ack.DomainName(), lease: normalize(leaseInfo{
+		ifname: ifi.Name, addr: ip, server: ack.ServerIdentifier(), lease: ack.IPAddressLeaseTime(defaultLease),
+		t1: ack.IPAddressRenewalTime(0), t2: ack.IPAddressRebindingTime(0)})}
 	for _, d := range ack.DNS() {
 		nc.dns = append(nc.dns, d.String())
 	}

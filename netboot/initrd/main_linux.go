@@ -30,8 +30,12 @@ const (
 )
 
 func main() {
-	if len(os.Args) == 3 && os.Args[0] == keeperName {
-		keep(os.Args[1], os.Args[2])
+	if len(os.Args) >= 3 && os.Args[0] == keeperName {
+		lease := ""
+		if len(os.Args) > 3 {
+			lease = os.Args[3]
+		}
+		keep(os.Args[1], os.Args[2], lease)
 		return
 	}
 	if os.Getpid() != 1 {
@@ -82,7 +86,7 @@ func run() error {
 		return err
 	}
 	logf("network %s %s; disk %s from %s", nc.ifname, nc.addr, p.export, p.server)
-	if err := startKeeper(p); err != nil {
+	if err := startKeeper(p, nc.lease); err != nil {
 		return err
 	}
 	disk := fmt.Sprintf("/dev/nbd%d", nbdIndex)
@@ -101,14 +105,14 @@ func run() error {
 }
 
 // startKeeper starts the process that connects the disk and keeps it
-// connected, and waits until the disk is attached.
-func startKeeper(p params) error {
+// connected (and renews lease), and waits until the disk is attached.
+func startKeeper(p params, lease leaseInfo) error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	proc, err := os.StartProcess("/proc/self/exe", []string{keeperName, p.server, p.export},
+	proc, err := os.StartProcess("/proc/self/exe", []string{keeperName, p.server, p.export, lease.String()},
 		&os.ProcAttr{Dir: "/", Files: []*os.File{nil, os.Stdout, os.Stderr, w}})
 	w.Close()
 	if err != nil {
@@ -123,10 +127,16 @@ func startKeeper(p params) error {
 }
 
 // keep connects the disk, reports "ok" on fd 3, then reconnects whenever
-// the connection dies. It runs for the whole life of the node.
-func keep(server, export string) {
+// the connection dies; alongside, it renews the DHCP lease (leaseInfo
+// encoded; empty: none). It runs for the whole life of the node.
+func keep(server, export, lease string) {
 	ready := os.NewFile(3, "ready")
 	ctx := context.Background()
+	if lease != "" {
+		// Opened now: switch_root moves /dev out of this process's root.
+		kmsg, _ := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+		go renewLease(ctx, lease, kmsg)
+	}
 	attached := false
 	for backoff := time.Second; ; {
 		conn, exp, err := dial(ctx, server, export)

@@ -69,6 +69,9 @@ type netConfig struct {
 	addr   net.IP
 	dns    []string
 	domain string
+	// lease is the DHCP lease the NBD helper renews; its times are zero
+	// when the kernel's ip=dhcp got it.
+	lease leaseInfo
 }
 
 // waitNetwork waits for an interface (ifname, or any but lo) with an IPv4
@@ -84,7 +87,7 @@ func waitNetwork(ifname string, timeout time.Duration) (netConfig, error) {
 			addrs, _ := i.Addrs()
 			for _, a := range addrs {
 				if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
-					nc := netConfig{ifname: i.Name, addr: ipn.IP}
+					nc := netConfig{ifname: i.Name, addr: ipn.IP, lease: leaseInfo{ifname: i.Name, addr: ipn.IP.To4()}}
 					nc.dns, nc.domain = pnpDNS()
 					return nc, nil
 				}
