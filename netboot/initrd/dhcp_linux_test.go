@@ -1,14 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/testlog"
 )
 
 // TestDHCPClient runs /init's DHCP client against dnsmasq across a veth
@@ -24,6 +26,42 @@ func TestDHCPClient(t *testing.T) {
 		fmt.Printf("RESULT %s %s %s %s\n", nc.ifname, nc.addr, strings.Join(nc.dns, ","), nc.domain)
 		return
 	}
+	cli, log := dnsmasqNetns(t, "1h")
+	sh := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	cmd := exec.Command("ip", "netns", "exec", cli, os.Args[0], "-test.run", "^TestDHCPClient$")
+	cmd.Env = append(os.Environ(), "IMGBAKE_DHCP_HELPER=eth0")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("DHCP client: %v\n%s\ndnsmasq:\n%s", err, out, log.String())
+	}
+	if !strings.Contains(string(out), "RESULT eth0 10.78.0.1") || !strings.Contains(string(out), " 10.78.0.53,10.78.0.54 cluster.lan") {
+		t.Errorf("client result:\n%s", out)
+	}
+	addr := sh("ip", "-n", cli, "-4", "-o", "addr", "show", "dev", "eth0")
+	if !regexp.MustCompile(`inet 10\.78\.0\.1\d\d/24`).MatchString(addr) {
+		t.Errorf("address: %s", addr)
+	}
+	if route := sh("ip", "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.78.0.254 dev eth0") {
+		t.Errorf("default route: %q", route)
+	}
+	if !strings.Contains(log.String(), "DHCPACK(lan0)") {
+		t.Errorf("dnsmasq did not acknowledge:\n%s", log.String())
+	}
+}
+
+// dnsmasqNetns creates two network namespaces joined by a veth pair:
+// dnsmasq serves 10.78.0.100-110 with the given lease time on the server
+// side; it returns the client namespace (whose interface is eth0) and
+// dnsmasq's log. It skips the test without root, ip or dnsmasq.
+func dnsmasqNetns(t *testing.T, lease string, extra ...string) (string, *testlog.Buffer) {
+	t.Helper()
 	for _, tool := range []string{"ip", "dnsmasq"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s not installed (apt-get install iproute2 dnsmasq)", tool)
@@ -53,35 +91,18 @@ func TestDHCPClient(t *testing.T) {
 	sh("ip", "-n", srv, "addr", "add", "10.78.0.1/24", "dev", "lan0")
 	sh("ip", "-n", srv, "link", "set", "lan0", "up")
 	dir := t.TempDir()
-	d := exec.Command("ip", "netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
-		"--interface=lan0", "--bind-interfaces", "--dhcp-range=10.78.0.100,10.78.0.110,255.255.255.0,1h",
+	args := []string{"netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
+		"--interface=lan0", "--bind-interfaces", "--dhcp-range=10.78.0.100,10.78.0.110,255.255.255.0," + lease,
 		"--dhcp-option=option:router,10.78.0.254", "--dhcp-option=option:dns-server,10.78.0.53,10.78.0.54",
-		"--domain=cluster.lan", "--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"),
-		"--log-dhcp", "--log-facility=-")
-	var log bytes.Buffer
-	d.Stdout, d.Stderr = &log, &log
+		"--domain=cluster.lan", "--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "pid"),
+		"--log-dhcp", "--log-facility=-"}
+	d := exec.Command("ip", append(args, extra...)...)
+	log := &testlog.Buffer{}
+	d.Stdout, d.Stderr = log, log
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Process.Kill(); d.Wait() })
 
-	cmd := exec.Command("ip", "netns", "exec", cli, os.Args[0], "-test.run", "^TestDHCPClient$")
-	cmd.Env = append(os.Environ(), "IMGBAKE_DHCP_HELPER=eth0")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("DHCP client: %v\n%s\ndnsmasq:\n%s", err, out, log.String())
-	}
-	if !strings.Contains(string(out), "RESULT eth0 10.78.0.1") || !strings.Contains(string(out), " 10.78.0.53,10.78.0.54 cluster.lan") {
-		t.Errorf("client result:\n%s", out)
-	}
-	addr := sh("ip", "-n", cli, "-4", "-o", "addr", "show", "dev", "eth0")
-	if !strings.Contains(addr, "inet 10.78.0.10") || !strings.Contains(addr, "/24") {
-		t.Errorf("address: %s", addr)
-	}
-	if route := sh("ip", "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.78.0.254 dev eth0") {
-		t.Errorf("default route: %q", route)
-	}
-	if !strings.Contains(log.String(), "DHCPACK(lan0)") {
-		t.Errorf("dnsmasq did not acknowledge:\n%s", log.String())
-	}
+	return cli, log
 }
