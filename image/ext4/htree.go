@@ -213,15 +213,21 @@ func (f *FS) dxSplitLeaf(dir *inode, fr *dxFrame, pblk uint64, lb []byte, ver ui
 	f.markDirty(pblk, lb)
 	f.markDirty(newP, hi)
 	// index entry after the chosen one
+	f.insertDxEntry(dir, fr, split, newL)
+	return nil
+}
+
+// insertDxEntry adds the index entry (hash, logical block) right after the
+// entry fr points at, then reseals and writes back fr's node.
+func (f *FS) insertDxEntry(dir *inode, fr *dxFrame, hash, blk uint32) {
 	n := fr.count()
 	at := fr.idx + 1
 	copy(fr.b[fr.countOff+8*(at+1):fr.countOff+8*(n+1)], fr.b[fr.countOff+8*at:fr.countOff+8*n])
-	put32(fr.b, fr.countOff+8*at, split)
-	put32(fr.b, fr.countOff+8*at+4, newL)
+	put32(fr.b, fr.countOff+8*at, hash)
+	put32(fr.b, fr.countOff+8*at+4, blk)
 	fr.setCount(n + 1)
 	f.sealDx(dir, fr.b, fr.root)
 	f.markDirty(fr.pblk, fr.b)
-	return nil
 }
 
 // fillLeaf packs entries into an empty leaf block.
@@ -279,14 +285,7 @@ func (f *FS) dxGrowIndex(dir *inode, frames []*dxFrame) error {
 	last.setCount(half)
 	f.sealDx(dir, last.b, false)
 	f.markDirty(last.pblk, last.b)
-	pc := parent.count()
-	at := parent.idx + 1
-	copy(parent.b[parent.countOff+8*(at+1):parent.countOff+8*(pc+1)], parent.b[parent.countOff+8*at:parent.countOff+8*pc])
-	put32(parent.b, parent.countOff+8*at, splitHash)
-	put32(parent.b, parent.countOff+8*at+4, nl)
-	parent.setCount(pc + 1)
-	f.sealDx(dir, parent.b, parent.root)
-	f.markDirty(parent.pblk, parent.b)
+	f.insertDxEntry(dir, parent, splitHash, nl)
 	return nil
 }
 
