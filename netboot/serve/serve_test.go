@@ -64,6 +64,8 @@ func nodeImage(t *testing.T, dir string) (img string, initrd []byte) {
 	}
 	koXZ, _ := os.ReadFile(ko + ".xz")
 
+	writeFAT(t, img, "initramfs8", string(initrd))
+	writeFAT(t, img, "bootcode.bin", "bootcode for every Pi")
 	info, err := image.Inspect(img)
 	if err != nil {
 		t.Fatal(err)
@@ -73,20 +75,6 @@ func nodeImage(t *testing.T, dir string) (img string, initrd []byte) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	bp, _ := partition(info, info.BootPartition)
-	boot, err := fat.Open(f, bp.Start, bp.Size, false, time.Unix(0, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := boot.WriteFile("initramfs8", initrd); err != nil {
-		t.Fatal(err)
-	}
-	if err := boot.WriteFile("bootcode.bin", []byte("bootcode for every Pi")); err != nil {
-		t.Fatal(err)
-	}
-	if err := boot.Sync(); err != nil {
-		t.Fatal(err)
-	}
 	rp, _ := partition(info, info.RootPartition)
 	root, err := ext4.Open(f, rp.Start, rp.Size, nil)
 	if err != nil {
