@@ -59,11 +59,21 @@ func errorf(format string, args ...any) { klog(3, format, args...) }
 func warnf(format string, args ...any) { klog(4, format, args...) }
 
 func klog(level int, format string, args ...any) {
+	f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0)
+	if err == nil {
+		defer f.Close()
+	}
+	writeKmsg(f, level, format, args...)
+}
+
+// writeKmsg writes one message at level to the kernel log kmsg, or to
+// stderr when kmsg is nil or refuses it.
+func writeKmsg(kmsg *os.File, level int, format string, args ...any) {
 	msg := fmt.Sprintf("<%d>imgbake-netboot: "+format+"\n", append([]any{level}, args...)...)
-	if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY, 0); err == nil {
-		f.WriteString(msg)
-		f.Close()
-		return
+	if kmsg != nil {
+		if _, err := kmsg.WriteString(msg); err == nil {
+			return
+		}
 	}
 	os.Stderr.WriteString(msg[3:])
 }

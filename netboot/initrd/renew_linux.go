@@ -18,15 +18,7 @@ import (
 // opened before switch_root moves /dev away (nil: stderr). It handles
 // every error itself, so the disk's reconnect loop never notices it.
 func renewLease(ctx context.Context, arg string, kmsg *os.File) {
-	logf := func(level int, format string, args ...any) {
-		msg := fmt.Sprintf("<%d>imgbake-netboot: "+format+"\n", append([]any{level}, args...)...)
-		if kmsg != nil {
-			if _, err := kmsg.WriteString(msg); err == nil {
-				return
-			}
-		}
-		os.Stderr.WriteString(msg[3:])
-	}
+	logf := func(level int, format string, args ...any) { writeKmsg(kmsg, level, format, args...) }
 	l, err := parseLease(arg)
 	if err != nil {
 		logf(3, "not renewing the DHCP lease: %v; give this node a DHCP reservation", err)
