@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -384,17 +383,7 @@ func tftpBoot(ctx context.Context, t *testing.T, lan, firmware, dir string) boot
 func startNetbootVM(ctx context.Context, t *testing.T, ns, name string, spec bootSpec) *vm {
 	t.Helper()
 	q := qemuFor("arm64")
-	sockDir, err := os.MkdirTemp("", "imgbake-qmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	logDir := t.TempDir()
-	if d := os.Getenv("IMGBAKE_E2E_LOGS"); d != "" { // keep the console logs
-		logDir = d
-	}
-	v := &vm{t: t, name: name, monitor: filepath.Join(sockDir, "mon"),
-		logPath: filepath.Join(logDir, name+".serial.log"), exited: make(chan struct{}), records: map[string]string{}}
+	v := newVM(t, name)
 	args := append([]string{"netns", "exec", ns, q.Binary}, q.Args...)
 	args = append(args, "-m", "1024", "-smp", "1", "-display", "none", "-no-reboot",
 		"-serial", "stdio", "-monitor", "unix:"+v.monitor+",server=on,wait=off",
@@ -402,39 +391,7 @@ func startNetbootVM(ctx context.Context, t *testing.T, ns, name string, spec boo
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 		"-device", "virtio-net-device,netdev=n0,mac="+nbMAC)
 	v.cmd = exec.Command("ip", args...)
-	stdout, err := v.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v.cmd.Stderr = v.cmd.Stdout
-	logf, err := os.Create(v.logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := v.cmd.Start(); err != nil {
-		t.Fatalf("starting QEMU: %v", err)
-	}
-	t.Logf("%s: network boot (serial log %s)", name, v.logPath)
-	go func() {
-		v.scan(io.TeeReader(stdout, logf))
-		v.waitErr = v.cmd.Wait()
-		logf.Close()
-		close(v.exited)
-	}()
-	go func() {
-		select {
-		case <-ctx.Done():
-			v.kill()
-		case <-v.exited:
-		}
-	}()
-	t.Cleanup(func() {
-		v.kill()
-		<-v.exited
-		if t.Failed() {
-			t.Logf("%s: last console lines:\n%s", name, v.lastLines())
-		}
-	})
+	v.run(ctx, t, "network boot")
 	return v
 }
 

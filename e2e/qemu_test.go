@@ -59,18 +59,7 @@ type vm struct {
 func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bootSpec) *vm {
 	t.Helper()
 	q := qemuFor(arch)
-	sockDir, err := os.MkdirTemp("", "imgbake-qmp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	v := &vm{
-		t: t, name: name,
-		monitor: filepath.Join(sockDir, "mon"),
-		logPath: serialLogPath(t, name),
-		exited:  make(chan struct{}),
-		records: map[string]string{},
-	}
+	v := newVM(t, name)
 	// cmdline.txt says console=serial0,115200: on a Pi the firmware
 	// replaces serial0 with the UART's device. Nothing does that on QEMU's
 	// virt board, whose UART is ttyAMA0, so that console is appended; the
@@ -86,6 +75,32 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 		"-device", "virtio-blk-device,drive=hd",
 	)
 	v.cmd = exec.Command(q.Binary, args...)
+	v.run(ctx, t, fmt.Sprintf("booting %s", disk))
+	return v
+}
+
+// newVM makes a vm with a QEMU monitor socket and a serial log path.
+func newVM(t *testing.T, name string) *vm {
+	t.Helper()
+	sockDir, err := os.MkdirTemp("", "imgbake-qmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	return &vm{
+		t: t, name: name,
+		monitor: filepath.Join(sockDir, "mon"),
+		logPath: serialLogPath(t, name),
+		exited:  make(chan struct{}),
+		records: map[string]string{},
+	}
+}
+
+// run starts v.cmd with its console copied to the serial log and scanned.
+// The VM is killed when ctx ends or the test finishes; a failed test logs
+// the last console lines.
+func (v *vm) run(ctx context.Context, t *testing.T, what string) {
+	t.Helper()
 	stdout, err := v.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -96,9 +111,9 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 		t.Fatal(err)
 	}
 	if err := v.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", q.Binary, err)
+		t.Fatalf("starting %s: %v", v.cmd.Path, err)
 	}
-	t.Logf("%s: booting %s (serial log %s)", name, disk, v.logPath)
+	t.Logf("%s: %s (serial log %s)", v.name, what, v.logPath)
 	go func() {
 		v.scan(io.TeeReader(stdout, logf))
 		v.waitErr = v.cmd.Wait()
@@ -116,10 +131,9 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 		v.kill()
 		<-v.exited
 		if t.Failed() {
-			t.Logf("%s: last console lines:\n%s", name, v.lastLines())
+			t.Logf("%s: last console lines:\n%s", v.name, v.lastLines())
 		}
 	})
-	return v
 }
 
 // serialLogPath is where a VM's console is written: in $IMGBAKE_E2E_LOGS
