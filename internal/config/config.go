@@ -41,8 +41,15 @@ type Cluster struct {
 	ProfilesDir string `yaml:"profiles-dir"`
 	SecretsFile string `yaml:"secrets-file"`
 	// SSH applies to every node; a node's own keys are added to these.
-	SSH   SSH    `yaml:"ssh"`
-	Nodes []Node `yaml:"nodes"`
+	SSH SSH `yaml:"ssh"`
+	// First-boot settings for every node (settings.go); a node may
+	// override them.
+	User     *User  `yaml:"user"`
+	WiFi     *WiFi  `yaml:"wifi"`
+	Timezone string `yaml:"timezone"`
+	Locale   string `yaml:"locale"`
+	Keyboard string `yaml:"keyboard"`
+	Nodes    []Node `yaml:"nodes"`
 
 	// File is the path the cluster file was read from; relative paths in
 	// it are relative to its directory.
@@ -86,6 +93,12 @@ type Node struct {
 	DNS     []string `yaml:"dns"`
 	SSH     SSH      `yaml:"ssh"`
 	Netboot *Netboot `yaml:"netboot"`
+	// First-boot settings overriding the cluster's (settings.go).
+	User     *User  `yaml:"user"`
+	WiFi     *WiFi  `yaml:"wifi"`
+	Timezone string `yaml:"timezone"`
+	Locale   string `yaml:"locale"`
+	Keyboard string `yaml:"keyboard"`
 }
 
 // Netboot identifies a network-booted Pi.
@@ -242,6 +255,7 @@ func (c *Cluster) check() {
 		}
 	}
 	checkSSH(d, "ssh", c.SSH)
+	checkSettings(d, "", c.User, c.WiFi, c.Timezone, c.Locale, c.Keyboard)
 	seen := map[string]int{}
 	for i, n := range c.Nodes {
 		f := fmt.Sprintf("nodes[%d]", i)
@@ -303,6 +317,10 @@ func (c *Cluster) checkNode(f string, n Node) {
 		}
 	}
 	checkSSH(d, f+".ssh", n.SSH)
+	checkSettings(d, f, n.User, n.WiFi, n.Timezone, n.Locale, n.Keyboard)
+	if n.User != nil && n.User.Name == "" && c.User == nil {
+		d.Errorf(f+".user.name", "missing: no user: name is set for the cluster, so the node's user needs one")
+	}
 	if nb := n.Netboot; nb != nil {
 		if nb.Serial == "" && nb.MAC == "" {
 			d.Errorf(f+".netboot", "give the Pi's serial (Pi 4/5: the last 8 digits of `grep Serial /proc/cpuinfo`) or its mac (a Pi 3B's ROM sends no serial), or both")

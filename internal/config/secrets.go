@@ -19,6 +19,12 @@ type Secrets struct {
 	// started with it and agents join with it, so images can be baked
 	// before the server exists.
 	Token string `yaml:"token"`
+	// PasswordHash is the crypt(3) hash of the login user's password
+	// (user: in the cluster file); WiFi is the Wi-Fi passphrase or PSK.
+	PasswordHash string     `yaml:"password-hash"`
+	WiFi         WiFiSecret `yaml:"wifi"`
+	// Nodes holds a node's own secrets, by node name.
+	Nodes map[string]NodeSecrets `yaml:"nodes"`
 }
 
 var tokenRE = regexp.MustCompile(`^[A-Za-z0-9._\-]{16,}$|^K10[0-9a-f]{64}::[^:\s]+:[^\s]+$`)
@@ -66,6 +72,10 @@ func LoadSecrets(path string) (*Secrets, error) {
 		// Never echo the token itself.
 		d.Errorf("token", "not a usable k3s token: use at least 16 characters of letters, digits, '.', '_' and '-' (or a full K10... token)")
 	}
+	checkSecretSettings(d, "", s.PasswordHash, s.WiFi)
+	for name, ns := range s.Nodes {
+		checkSecretSettings(d, "nodes."+name, ns.PasswordHash, ns.WiFi)
+	}
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
@@ -80,6 +90,19 @@ func WriteSecrets(path string, s *Secrets, force bool) error {
 	b.WriteString("# Keep this file private (chmod 600) and out of version control.\n")
 	b.WriteString("# Changing the token means re-baking every node (and the server).\n")
 	fmt.Fprintf(&b, "token: %s\n", s.Token)
+	if s.PasswordHash != "" {
+		b.WriteString("# The login user's password, hashed (crypt(3)); the password itself is not kept.\n")
+		fmt.Fprintf(&b, "password-hash: %s\n", yamlQuote(s.PasswordHash))
+	}
+	if s.WiFi != (WiFiSecret{}) {
+		b.WriteString("wifi:\n")
+		if s.WiFi.Passphrase != "" {
+			fmt.Fprintf(&b, "  passphrase: %s\n", yamlQuote(s.WiFi.Passphrase))
+		}
+		if s.WiFi.PSK != "" {
+			fmt.Fprintf(&b, "  psk: %s\n", yamlQuote(s.WiFi.PSK))
+		}
+	}
 	return WriteFile(path, []byte(b.String()), 0o600, force)
 }
 
@@ -130,6 +153,12 @@ func WriteFile(path string, data []byte, mode os.FileMode, force bool) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// yamlQuote writes s as a single-quoted YAML scalar, which holds '$' and
+// every printable character as is.
+func yamlQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 func shellQuote(s string) string {
