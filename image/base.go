@@ -1,9 +1,7 @@
 package image
 
 import (
-	"archive/zip"
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,15 +11,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"time"
 
-	"github.com/klauspost/compress/flate"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
-
+	"github.com/imgbake/imgbake/image/compression"
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
@@ -43,23 +35,8 @@ type Base struct {
 	InputSHA256 string `json:"input_sha256"`
 	// Size is the size of the raw image in bytes.
 	Size int64 `json:"size"`
-	// Format is the input's format: "raw", "xz", "gzip", "zip" or "zstd".
-	Format string `json:"format"`
-}
-
-// sniffFormat names the compression of the file from its first bytes.
-func sniffFormat(head []byte) string {
-	switch {
-	case bytes.HasPrefix(head, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		return "xz"
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
-		return "gzip"
-	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
-		return "zip"
-	case bytes.HasPrefix(head, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		return "zstd"
-	}
-	return "raw"
+	// Format is the input's format: raw, xz, zst, gz or zip.
+	Format compression.Format `json:"format"`
 }
 
 // PrepareBase makes input usable as a base image. A raw image is used in
@@ -84,9 +61,10 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("base image %s is not a regular file", input)
 	}
-	head := make([]byte, 8)
-	n, _ := f.ReadAt(head, 0)
-	format := sniffFormat(head[:n])
+	format, err := compression.DetectFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading base image: %w", err)
+	}
 
 	bar := progress.New(o.Progress, "hashing "+filepath.Base(input), fi.Size())
 	h := sha256.New()
@@ -96,7 +74,7 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	bar.Done()
 	sum := hex.EncodeToString(h.Sum(nil))
 
-	if format == "raw" {
+	if format == compression.Raw {
 		abs, err := filepath.Abs(input)
 		if err != nil {
 			return nil, err
@@ -126,7 +104,7 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 
 // decompressToCache decompresses f into a temporary file in the directory
 // of dst, then renames it to dst. On error nothing is left behind.
-func decompressToCache(ctx context.Context, f *os.File, size int64, format, dst string, o PrepareOptions) (n int64, err error) {
+func decompressToCache(ctx context.Context, f *os.File, size int64, format compression.Format, dst string, o PrepareOptions) (n int64, err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
 	if err != nil {
 		return 0, fmt.Errorf("creating cache file: %w", err)
@@ -138,9 +116,9 @@ func decompressToCache(ctx context.Context, f *os.File, size int64, format, dst 
 		}
 	}()
 	switch format {
-	case "xz":
+	case compression.XZ:
 		n, err = decompressXZ(ctx, f, size, tmp, o)
-	case "zip":
+	case compression.Zip:
 		n, err = decompressZip(ctx, f, size, tmp, o)
 	default:
 		n, err = decompressStream(ctx, f, size, format, tmp, o)
@@ -171,60 +149,33 @@ func decompressToCache(ctx context.Context, f *os.File, size int64, format, dst 
 // falling back to the streaming reader for single-block files and layouts
 // the parallel decoder does not handle.
 func decompressXZ(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
-	blocks, err := xzIndex(f, size)
-	if err != nil && !errors.Is(err, errXZUnsupported) {
-		return 0, err
-	}
-	if err == nil && len(blocks) > 1 {
-		last := blocks[len(blocks)-1]
-		total := last.outOff + last.size
+	start := func(total int64) (*progress.Bar, error) {
 		if err := out.Truncate(total); err != nil {
-			return 0, fmt.Errorf("writing cache file: %w", err)
+			return nil, fmt.Errorf("writing cache file: %w", err)
 		}
-		bar := progress.New(o.Progress, "decompressing", total)
-		err := xzDecodeParallel(ctx, f, blocks, out, bar)
-		bar.Done()
-		if !errors.Is(err, errXZUnsupported) {
-			return total, err
-		}
-		if err := out.Truncate(0); err != nil {
-			return 0, fmt.Errorf("writing cache file: %w", err)
-		}
+		return progress.New(o.Progress, "decompressing", total), nil
 	}
-	return decompressStream(ctx, f, size, "xz", out, o)
+	n, err := compression.DecodeXZBlocks(ctx, f, size, sparseAt{out}, start)
+	if !errors.Is(err, compression.ErrXZSequential) {
+		return n, err
+	}
+	if err := out.Truncate(0); err != nil {
+		return 0, fmt.Errorf("writing cache file: %w", err)
+	}
+	return decompressStream(ctx, f, size, compression.XZ, out, o)
 }
 
-// decompressStream decodes a gzip, zstd or xz stream into out, leaving holes
+// decompressStream decodes a gz, zst or xz stream into out, leaving holes
 // for zero runs.
-func decompressStream(ctx context.Context, f *os.File, size int64, format string, out *os.File, o PrepareOptions) (int64, error) {
+func decompressStream(ctx context.Context, f *os.File, size int64, format compression.Format, out *os.File, o PrepareOptions) (int64, error) {
 	bar := progress.New(o.Progress, "decompressing", size)
 	defer bar.Done()
 	in := bufio.NewReaderSize(progress.NewReader(io.NewSectionReader(f, 0, size), bar), 1<<20)
-	var r io.Reader
-	switch format {
-	case "gzip":
-		zr, err := gzip.NewReader(in)
-		if err != nil {
-			return 0, err
-		}
-		defer zr.Close()
-		r = zr
-	case "zstd":
-		zr, err := zstd.NewReader(in)
-		if err != nil {
-			return 0, err
-		}
-		defer zr.Close()
-		r = zr
-	case "xz":
-		zr, err := xz.NewReader(in)
-		if err != nil {
-			return 0, err
-		}
-		r = zr
-	default:
-		return 0, fmt.Errorf("unknown compression %q", format)
+	r, err := compression.NewReader(format, in)
+	if err != nil {
+		return 0, err
 	}
+	defer r.Close()
 	return copySparse(ctx, out, r)
 }
 
@@ -254,35 +205,16 @@ func copySparse(ctx context.Context, out *os.File, r io.Reader) (int64, error) {
 
 // decompressZip extracts the one .img file of a zip archive.
 func decompressZip(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
-	zr, err := zip.NewReader(f, size)
+	rc, name, usize, err := compression.OpenZipImage(f, size)
 	if err != nil {
-		return 0, fmt.Errorf("reading zip archive: %w (the file is truncated or corrupt)", err)
-	}
-	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
-	var imgs, names []string
-	var img *zip.File
-	for _, zf := range zr.File {
-		names = append(names, zf.Name)
-		if !zf.FileInfo().IsDir() && strings.EqualFold(filepath.Ext(zf.Name), ".img") {
-			imgs = append(imgs, zf.Name)
-			img = zf
-		}
-	}
-	sort.Strings(names)
-	if len(imgs) != 1 {
-		return 0, fmt.Errorf("zip archive must hold exactly one .img file, it holds %d (%s): unpack it and pass the image file",
-			len(imgs), strings.Join(names, ", "))
-	}
-	rc, err := img.Open()
-	if err != nil {
-		return 0, fmt.Errorf("opening %s in zip archive: %w", img.Name, err)
+		return 0, err
 	}
 	defer rc.Close()
-	bar := progress.New(o.Progress, "decompressing", int64(img.UncompressedSize64))
+	bar := progress.New(o.Progress, "decompressing", usize)
 	defer bar.Done()
 	n, err := copySparse(ctx, out, progress.NewReader(rc, bar))
 	if err != nil {
-		return 0, fmt.Errorf("extracting %s: %w", img.Name, err)
+		return 0, fmt.Errorf("extracting %s: %w", name, err)
 	}
 	return n, nil
 }

@@ -201,7 +201,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	m := &manifest.Manifest{
 		FormatVersion: manifest.FormatVersion, Epoch: o.Epoch, Meta: o.Meta, Files: files, Edits: edits,
 		Removes: o.Plan.Removes,
-		Base:    manifest.Base{SHA256: o.Base.InputSHA256, Format: o.Base.Format, Size: o.Base.Size, OS: o.Info.OS},
+		Base:    manifest.Base{SHA256: o.Base.InputSHA256, Format: string(o.Base.Format), Size: o.Base.Size, OS: o.Info.OS},
 		Image: manifest.Image{Name: filepath.Base(o.Output), Size: size, SHA256: imgSum,
 			Bmap: filepath.Base(o.Output) + ".bmap"},
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/imgbake/imgbake/image/compression"
 	"github.com/imgbake/imgbake/image/ext4"
 	"github.com/imgbake/imgbake/image/fat"
 	"github.com/imgbake/imgbake/image/plan"
@@ -63,9 +64,7 @@ func Inspect(path string) (*Info, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inspecting image: %w", err)
 	}
-	sniff := make([]byte, 8)
-	n, _ := f.ReadAt(sniff, 0)
-	if format := sniffFormat(sniff[:n]); format != "raw" {
+	if format, _ := compression.DetectFile(f); format != compression.Raw {
 		return nil, fmt.Errorf("inspecting %s: it is %s-compressed: decompress it first (PrepareBase does)", path, format)
 	}
 	info, err := InspectReader(f, fi.Size())

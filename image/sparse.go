@@ -57,6 +57,17 @@ func writeAtSparse(w io.WriterAt, p []byte, off int64) error {
 	return nil
 }
 
+// sparseAt is an io.WriterAt over a file sized beforehand that leaves
+// holes for zero chunks.
+type sparseAt struct{ f *os.File }
+
+func (s sparseAt) WriteAt(p []byte, off int64) (int, error) {
+	if err := writeAtSparse(s.f, p, off); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
 // sparseWriter is an io.Writer over a file that leaves holes for zero
 // chunks. Call finish to set the final size.
 type sparseWriter struct {

@@ -16,7 +16,7 @@ import (
 // pure-Go decoder), zstd and gzip images as streams, and reports truncated
 // files as errors, never as short images.
 func TestSourceStreams(t *testing.T) {
-	need(t, "xz", "zstd", "gzip")
+	need(t, "xz", "zstd", "gzip", "zip")
 	dir := t.TempDir()
 	raw := make([]byte, 3<<20+517)
 	rand.Read(raw[:1<<20])
@@ -25,6 +25,9 @@ func TestSourceStreams(t *testing.T) {
 	run(t, "xz", "-k", "-0", path)
 	run(t, "zstd", "-q", "-k", path)
 	run(t, "gzip", "-k", path)
+	// A zip download (as some Raspberry Pi images are published) holds the
+	// image: it is flashed as the image, never as the archive's bytes.
+	run(t, "sh", "-c", "cd "+dir+" && zip -q k5.img.zip k5.img")
 
 	read := func(p string) ([]byte, error) {
 		src, err := OpenSource(p)
@@ -39,7 +42,7 @@ func TestSourceStreams(t *testing.T) {
 		defer r.Close()
 		return io.ReadAll(r)
 	}
-	for _, ext := range []string{"", ".xz", ".zst", ".gz"} {
+	for _, ext := range []string{"", ".xz", ".zst", ".gz", ".zip"} {
 		got, err := read(path + ext)
 		if err != nil || !bytes.Equal(got, raw) {
 			t.Errorf("stream of %s: %d bytes, %v; want the %d-byte image", ext, len(got), err, len(raw))

@@ -1,18 +1,14 @@
 package initramfs
 
 import (
-	"bytes"
-	"compress/gzip"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 	"strings"
 
+	"github.com/imgbake/imgbake/image/compression"
 	"github.com/imgbake/imgbake/image/ext4"
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // maxModuleSize bounds a decompressed module.
@@ -115,38 +111,12 @@ func resolve(root *ext4.FS, dir string, dep map[string][]string, names []string)
 }
 
 func decompress(name string, raw []byte) ([]byte, error) {
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(name, ".ko"):
+	f := compression.FromName(name)
+	if f == compression.Raw {
+		if !strings.HasSuffix(name, ".ko") {
+			return nil, fmt.Errorf("unknown module compression")
+		}
 		return raw, nil
-	case strings.HasSuffix(name, ".xz"):
-		xr, err := xz.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
-		}
-		r = xr
-	case strings.HasSuffix(name, ".zst"):
-		zr, err := zstd.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
-		}
-		defer zr.Close()
-		r = zr
-	case strings.HasSuffix(name, ".gz"):
-		gr, err := gzip.NewReader(bytes.NewReader(raw))
-		if err != nil {
-			return nil, err
-		}
-		r = gr
-	default:
-		return nil, fmt.Errorf("unknown module compression")
 	}
-	data, err := io.ReadAll(io.LimitReader(r, maxModuleSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxModuleSize {
-		return nil, fmt.Errorf("larger than %d bytes", maxModuleSize)
-	}
-	return data, nil
+	return compression.Decompress(f, raw, maxModuleSize)
 }

@@ -1,4 +1,4 @@
-package image
+package compression
 
 import (
 	"bytes"
@@ -30,7 +30,10 @@ const (
 	xzFilterLZMA2 = 0x21
 )
 
-var errXZUnsupported = errors.New("xz layout not supported by the parallel decoder")
+// ErrXZSequential is returned by DecodeXZBlocks for an .xz file it cannot
+// decode block by block (one block, or a layout the parallel decoder does
+// not handle): decode it with NewReader instead.
+var ErrXZSequential = errors.New("xz layout not supported by the parallel decoder")
 
 // xzBlock is one block as listed in a stream's index.
 type xzBlock struct {
@@ -119,7 +122,7 @@ func xzStream(r io.ReaderAt, end int64) ([]xzBlock, int64, error) {
 	}
 	check := foot[9] & 0x0f
 	if foot[8] != 0 || foot[9]&0xf0 != 0 {
-		return nil, 0, errXZUnsupported
+		return nil, 0, ErrXZSequential
 	}
 	indexSize := (int64(binary.LittleEndian.Uint32(foot[4:8])) + 1) * 4
 	indexOff := end - xzHeaderSize - indexSize
@@ -198,6 +201,36 @@ func xzParseIndex(idx []byte) ([][2]int64, error) {
 	return recs, nil
 }
 
+// DecodeXZBlocks decodes the .xz file r (size bytes) into out, several
+// blocks at a time, verifying every block's check, and returns the
+// decompressed size. Before the first write it calls start with that size,
+// which sizes out and returns the progress bar to count decompressed bytes
+// on: out may then skip writing zeros (a file truncated to the size reads
+// as zeros, so a sparse writer keeps holes there). A file of one block, or
+// of a layout the parallel decoder does not handle, gives ErrXZSequential
+// before anything is written, or after start when a block turns out to use
+// such a layout (then the caller starts over).
+func DecodeXZBlocks(ctx context.Context, r io.ReaderAt, size int64, out io.WriterAt, start func(total int64) (*progress.Bar, error)) (int64, error) {
+	blocks, err := xzIndex(r, size)
+	if err != nil {
+		return 0, err
+	}
+	if len(blocks) < 2 {
+		return 0, ErrXZSequential
+	}
+	last := blocks[len(blocks)-1]
+	total := last.outOff + last.size
+	bar, err := start(total)
+	if err != nil {
+		return 0, err
+	}
+	defer bar.Done()
+	if err := xzDecodeParallel(ctx, r, blocks, out, bar); err != nil {
+		return 0, err
+	}
+	return total, nil
+}
+
 // xzDecodeParallel decodes the blocks of the .xz file r into out (already
 // truncated to the total size), several blocks at a time.
 func xzDecodeParallel(ctx context.Context, r io.ReaderAt, blocks []xzBlock, out io.WriterAt, bar *progress.Bar) error {
@@ -241,7 +274,7 @@ func xzBlockHeader(r io.ReaderAt, off int64) (hsize int, dict int, csize, usize 
 	}
 	flags := h[1]
 	if flags&0x3c != 0 || flags&3 != 0 {
-		return 0, 0, 0, 0, errXZUnsupported // reserved bits, or more than one filter
+		return 0, 0, 0, 0, ErrXZSequential // reserved bits, or more than one filter
 	}
 	p, body := 2, h[:hsize-4]
 	csize, usize = -1, -1
@@ -258,7 +291,7 @@ func xzBlockHeader(r io.ReaderAt, off int64) (hsize int, dict int, csize, usize 
 		}
 	}
 	if p+3 > len(body) || body[p] != xzFilterLZMA2 || body[p+1] != 1 {
-		return 0, 0, 0, 0, errXZUnsupported
+		return 0, 0, 0, 0, ErrXZSequential
 	}
 	bits := body[p+2] & 0x3f
 	if bits > 40 {
@@ -301,7 +334,7 @@ func xzDecodeBlock(ctx context.Context, r io.ReaderAt, b xzBlock, out io.WriterA
 	if _, err := r.ReadAt(data, b.off+int64(hsize)); err != nil {
 		return fmt.Errorf("reading compressed data: %w", err)
 	}
-	if !isZero(data[csz:padded]) {
+	if !bytes.Equal(data[csz:padded], make([]byte, padded-csz)) {
 		return errors.New("non-zero block padding (the file is corrupt)")
 	}
 	sum, err := newXZCheck(b.check)
@@ -325,7 +358,7 @@ func xzDecodeBlock(ctx context.Context, r io.ReaderAt, b xzBlock, out io.WriterA
 		if sum != nil {
 			sum.Write(buf[:n])
 		}
-		if err := writeAtSparse(out, buf[:n], b.outOff+done); err != nil {
+		if _, err := out.WriteAt(buf[:n], b.outOff+done); err != nil {
 			return fmt.Errorf("writing decompressed data: %w", err)
 		}
 		done += int64(n)

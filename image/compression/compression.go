@@ -1,0 +1,266 @@
+// Package compression is imgbake's one home for compressed images and
+// files: the names of the formats (the file extensions: xz, zst, gz, zip),
+// their detection from the first bytes, and the readers that decompress
+// them. Base images, flashed images and kernel modules all go through it.
+package compression
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"github.com/klauspost/compress/gzip"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Format names a compression format by its usual file extension.
+type Format string
+
+// The formats imgbake reads. The names are the file extensions without
+// the dot, as `--compress` takes them.
+const (
+	Raw  Format = "raw" // not compressed
+	XZ   Format = "xz"
+	Zstd Format = "zst"
+	Gzip Format = "gz"
+	Zip  Format = "zip"
+)
+
+// Ext is the format's file name extension with its dot ("" for Raw).
+func (f Format) Ext() string {
+	if f == Raw {
+		return ""
+	}
+	return "." + string(f)
+}
+
+// magics are the first bytes of each format.
+var magics = []struct {
+	f     Format
+	magic []byte
+}{
+	{XZ, []byte{0xfd, '7', 'z', 'X', 'Z', 0}},
+	{Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd}},
+	{Gzip, []byte{0x1f, 0x8b}},
+	{Zip, []byte("PK\x03\x04")},
+}
+
+// HeadSize is how many first bytes Detect needs.
+const HeadSize = 8
+
+// Detect names the format of data that starts with head (HeadSize bytes,
+// or fewer for a short file). The content decides, not the file name.
+func Detect(head []byte) Format {
+	for _, m := range magics {
+		if bytes.HasPrefix(head, m.magic) {
+			return m.f
+		}
+	}
+	return Raw
+}
+
+// DetectFile reads the first bytes of r and names its format.
+func DetectFile(r io.ReaderAt) (Format, error) {
+	head := make([]byte, HeadSize)
+	n, err := r.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return Raw, err
+	}
+	return Detect(head[:n]), nil
+}
+
+// FromName names the format of a file from its name's extension: Raw for
+// any other extension.
+func FromName(name string) Format {
+	ext := strings.TrimPrefix(filepath.Ext(name), ".")
+	for _, m := range magics {
+		if ext == string(m.f) {
+			return m.f
+		}
+	}
+	return Raw
+}
+
+// NewReader decompresses the xz, zst or gz stream r (Raw returns r as it
+// is). Close releases the decoder; it does not close r. Errors from a
+// truncated or corrupt stream come from Read.
+func NewReader(f Format, r io.Reader) (io.ReadCloser, error) {
+	switch f {
+	case Raw:
+		return io.NopCloser(r), nil
+	case XZ:
+		xr, err := xz.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("reading xz data: %w", err)
+		}
+		return io.NopCloser(xr), nil
+	case Zstd:
+		// Images are big: allow the largest windows zstd --long writes.
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<31))
+		if err != nil {
+			return nil, fmt.Errorf("reading zstd data: %w", err)
+		}
+		return readCloser{Reader: zr, close: func() error { zr.Close(); return nil }}, nil
+	case Gzip:
+		gr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("reading gzip data: %w", err)
+		}
+		return gr, nil
+	case Zip:
+		return nil, fmt.Errorf("a zip archive is not a stream: use OpenZipImage")
+	}
+	return nil, fmt.Errorf("unknown compression %q", f)
+}
+
+// OpenZipImage opens the one .img file of the zip archive r (size bytes)
+// and returns its data, its name and its uncompressed size. An archive
+// holding no .img or several is refused with its list of files.
+func OpenZipImage(r io.ReaderAt, size int64) (io.ReadCloser, string, int64, error) {
+	zr, err := zip.NewReader(r, size)
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("reading zip archive: %w (the file is truncated or corrupt)", err)
+	}
+	zr.RegisterDecompressor(zip.Deflate, func(r io.Reader) io.ReadCloser { return flate.NewReader(r) })
+	var imgs, names []string
+	var img *zip.File
+	for _, zf := range zr.File {
+		names = append(names, zf.Name)
+		if !zf.FileInfo().IsDir() && strings.EqualFold(filepath.Ext(zf.Name), ".img") {
+			imgs = append(imgs, zf.Name)
+			img = zf
+		}
+	}
+	sort.Strings(names)
+	if len(imgs) != 1 {
+		return nil, "", 0, fmt.Errorf("zip archive must hold exactly one .img file, it holds %d (%s): unpack it and pass the image file",
+			len(imgs), strings.Join(names, ", "))
+	}
+	rc, err := img.Open()
+	if err != nil {
+		return nil, "", 0, fmt.Errorf("opening %s in zip archive: %w", img.Name, err)
+	}
+	return rc, img.Name, int64(img.UncompressedSize64), nil
+}
+
+// OpenFile returns the decompressed bytes of the file at path, whose format
+// is f, from the start. xz is decompressed by the xz program when it is
+// installed (several times faster, multi-threaded), by the pure-Go decoder
+// otherwise. Closing the stream stops the decompression; a truncated or
+// corrupt file is an error from Read, never a short stream.
+func OpenFile(ctx context.Context, path string, f Format) (io.ReadCloser, error) {
+	if f == XZ {
+		if prog, err := exec.LookPath("xz"); err == nil {
+			return startProgram(ctx, prog, "-dc", "-T0", "--", path)
+		}
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	if f == Zip {
+		fi, err := file.Stat()
+		if err != nil {
+			file.Close()
+			return nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		rc, _, _, err := OpenZipImage(file, fi.Size())
+		if err != nil {
+			file.Close()
+			return nil, fmt.Errorf("opening %s: %w", path, err)
+		}
+		return readCloser{Reader: rc, close: func() error { rc.Close(); return file.Close() }}, nil
+	}
+	if f == Raw {
+		return file, nil
+	}
+	dr, err := NewReader(f, bufio.NewReaderSize(file, 1<<20))
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return readCloser{Reader: dr, close: func() error { dr.Close(); return file.Close() }}, nil
+}
+
+// Decompress decodes data of format f whole, refusing output larger than
+// limit bytes.
+func Decompress(f Format, data []byte, limit int64) ([]byte, error) {
+	r, err := NewReader(f, bytes.NewReader(data))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return out, nil
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
+
+// programReader reads a decompressor's stdout and reports its exit status
+// at the end of the stream, so a truncated or corrupt file is an error and
+// not a short stream.
+type programReader struct {
+	cmd    *exec.Cmd
+	out    io.ReadCloser
+	stderr *bytes.Buffer
+	done   bool
+}
+
+func startProgram(ctx context.Context, prog string, args ...string) (io.ReadCloser, error) {
+	cmd := exec.CommandContext(ctx, prog, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("starting %s: %w", prog, err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", prog, err)
+	}
+	return &programReader{cmd: cmd, out: out, stderr: &stderr}, nil
+}
+
+func (p *programReader) Read(b []byte) (int, error) {
+	n, err := p.out.Read(b)
+	if err == io.EOF && !p.done {
+		p.done = true
+		if werr := p.cmd.Wait(); werr != nil {
+			return n, fmt.Errorf("decompressing: %s: %w", strings.TrimSpace(p.stderr.String()), werr)
+		}
+	}
+	return n, err
+}
+
+func (p *programReader) Close() error {
+	if p.done {
+		return nil
+	}
+	p.done = true
+	p.out.Close()
+	if p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+	}
+	p.cmd.Wait()
+	return nil
+}
