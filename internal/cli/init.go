@@ -13,6 +13,9 @@ import (
 type initOptions struct {
 	server, k3sVersion, base string
 	force, newToken          bool
+	// user names the login user; password asks for its password.
+	user, passwordMethod string
+	password             bool
 }
 
 func (a *App) initCommand(g *globals) *cobra.Command {
@@ -40,6 +43,9 @@ keeps the existing token (nodes already baked keep working) unless
 	f.StringVar(&o.base, "base", "", "base image file (Raspberry Pi OS Lite .img.xz, Armbian, HypriotOS)")
 	f.BoolVar(&o.force, "force", false, "replace an existing cluster file")
 	f.BoolVar(&o.newToken, "new-token", false, "with --force: also replace the join token (every node must be baked again)")
+	f.StringVar(&o.user, "user", "", "the login user every node gets (user: in the cluster file)")
+	f.BoolVar(&o.password, "password", false, "with --user: ask for the user's password (or read one line from standard input) and keep only its hash in the secrets file")
+	f.StringVar(&o.passwordMethod, "password-method", "", "hash the password with yescrypt (Bullseye and newer) or sha512-crypt (Buster, HypriotOS); default from --base's name, else yescrypt")
 	return cmd
 }
 
@@ -56,7 +62,10 @@ func (a *App) runInit(g *globals, o *initOptions) error {
 			}
 		}
 	}
-	tmpl := config.Template(config.TemplateOptions{Server: o.server, K3sVersion: o.k3sVersion, Base: o.base})
+	if o.password && o.user == "" {
+		return usagef("--password sets the password of the login user: give --user NAME too")
+	}
+	tmpl := config.Template(config.TemplateOptions{Server: o.server, K3sVersion: o.k3sVersion, Base: o.base, User: o.user})
 	if err := checkTemplate(path, tmpl); err != nil {
 		return usageError{err}
 	}
@@ -69,12 +78,25 @@ func (a *App) runInit(g *globals, o *initOptions) error {
 			return fmt.Errorf("cannot keep the token: %w; fix it, or pass --new-token to replace it", err)
 		}
 	}
+	hash, err := a.initPassword(o)
+	if err != nil {
+		return err
+	}
 	if !keep {
 		tok, err := config.NewToken()
 		if err != nil {
 			return err
 		}
-		if err := config.WriteSecrets(secrets, &config.Secrets{Token: tok}, o.force); err != nil {
+		if err := config.WriteSecrets(secrets, &config.Secrets{Token: tok, PasswordHash: hash}, o.force); err != nil {
+			return err
+		}
+	} else if hash != "" {
+		s, err := config.LoadSecrets(secrets)
+		if err != nil {
+			return err
+		}
+		s.PasswordHash = hash
+		if err := config.WriteSecrets(secrets, s, true); err != nil {
 			return err
 		}
 	}

@@ -15,6 +15,8 @@ type TemplateOptions struct {
 	Server     string // default k1
 	K3sVersion string // default DefaultK3sVersion
 	Base       string // default a Raspberry Pi OS Lite file name
+	// User is the login user's name; "" leaves user: as a comment.
+	User string
 }
 
 // Template returns a commented cluster file that Load accepts.
@@ -54,7 +56,16 @@ base: %s
 # profiles-dir: profiles           # your own profiles (override server/worker)
 # secrets-file: imgbake.secrets.yaml  # the join token (mode 0600)
 
-# SSH access for every node (root's authorized_keys unless user: is set).
+%s
+# Wi-Fi, timezone, locale and keyboard, as Raspberry Pi Imager sets them.
+# The Wi-Fi passphrase goes in the secrets file (wifi: {passphrase: ...}).
+# Any node may override these.
+# wifi: {ssid: home, country: GB}  # country: the regulatory domain
+# timezone: Europe/London
+# locale: en_GB.UTF-8
+# keyboard: gb
+
+# Extra SSH keys for an existing account (root unless ssh.user is set).
 # ssh:
 #   user: root
 #   authorized-keys:
@@ -79,8 +90,23 @@ nodes:
   - name: k3
     profile: worker
     model: pi4
-`, yamlScalar(o.Server), yamlScalar(o.K3sVersion), DefaultReleaseURL, yamlScalar(o.Base))
+`, yamlScalar(o.Server), yamlScalar(o.K3sVersion), DefaultReleaseURL, yamlScalar(o.Base), userBlock(o.User))
 	return b.Bytes()
+}
+
+// userBlock is the template's user: section, commented out without a name.
+func userBlock(name string) string {
+	c := "# "
+	if name != "" {
+		c = ""
+	}
+	return `# The login user every node has from its first boot (its password hash,
+# if any, is in the secrets file: imgbake init --user NAME --password).
+# sudo: yes (with the password), nopasswd or no.
+` + c + "user:\n" + c + "  name: " + yamlScalar(firstNonEmpty(name, "pi")) + "\n" + c + `  sudo: yes
+` + c + `  authorized-keys:
+#     - ssh-ed25519 AAAA... you@laptop    # the content of ~/.ssh/id_ed25519.pub
+`
 }
 
 func yamlScalar(s string) string {
