@@ -208,4 +208,3 @@ func repeatTo(d []byte, n int) []byte {
 	}
 	return out
 }
-
