@@ -37,17 +37,33 @@ type Base struct {
 	Size int64 `json:"size"`
 	// Format is the input's format: raw, xz, zst, gz or zip.
 	Format compression.Format `json:"format"`
+	// cells are the checksums of the image's cells (see cellSums), which
+	// Build reuses for the cells a node leaves unchanged; nil = unknown.
+	cells *cellSums
 }
 
 // PrepareBase makes input usable as a base image. A raw image is used in
 // place (opened read-only, never modified). A .xz, .gz, .zip or .zst image is
 // decompressed once into cacheDir, under the sha256 of the input's content,
 // and later calls reuse that copy. The format is recognised from the
-// content, not the file name.
+// content, not the file name. The checksums of the image's 1 MiB cells,
+// which every build from this base reuses, are computed once and cached in
+// cacheDir too.
 func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (*Base, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	b, err := prepareBase(ctx, input, cacheDir, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.attachCells(ctx, cacheDir, o); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (*Base, error) {
 	log := o.Log
 	f, err := os.Open(input)
 	if err != nil {

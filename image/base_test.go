@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,7 +115,7 @@ func TestPrepareBaseFormats(t *testing.T) {
 			if sha(mustRead(t, in)) != inSum {
 				t.Error("input changed")
 			}
-			assertOnly(t, cache, inSum+".img")
+			assertOnly(t, cache, inSum+"-"+strconv.FormatInt(b.Size, 10)+".cells", inSum+".img")
 		})
 	}
 }

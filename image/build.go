@@ -46,6 +46,10 @@ type BuildOptions struct {
 	// Epoch (SOURCE_DATE_EPOCH) stamps every file written; with the same
 	// inputs and Epoch, Build writes byte-identical files. Zero = now.
 	Epoch time.Time
+	// SHA256 asks for the whole raw image's sha256 too (Result.SHA256 and
+	// the manifest's image.sha256): it reads all of the image's data, while
+	// the block map's range checksums are mostly the base's, reused.
+	SHA256 bool
 	// Meta goes into the manifest (k3s version and sha256, node, profile).
 	// Never secrets.
 	Meta map[string]string
@@ -61,8 +65,9 @@ type Result struct {
 	Image    string `json:"image"`
 	Bmap     string `json:"bmap"`
 	Manifest string `json:"manifest"`
-	// SHA256 and Size are those of the raw image.
-	SHA256 string `json:"sha256"`
+	// SHA256 (only with BuildOptions.SHA256) and Size are those of the raw
+	// image.
+	SHA256 string `json:"sha256,omitempty"`
 	Size   int64  `json:"size"`
 	// Grown is true when Build enlarged the image and its root filesystem.
 	Grown bool `json:"grown"`
@@ -139,26 +144,22 @@ func (b *builder) cleanup() {
 	}
 }
 
-// writeBmap computes the block map and the image checksum and writes the
-// bmap to a temporary file.
-func (b *builder) writeBmap(img *os.File, size int64) (*bmap.Map, *os.File, string, error) {
-	ranges, err := AllocatedRanges(img, size)
-	if err != nil {
-		return nil, nil, "", fmt.Errorf("listing allocated ranges: %w", err)
-	}
-	// The bmap's range checksums and the whole-image checksum read the same
-	// pages: compute them side by side.
+// writeBmap computes the block map (and the image checksum when asked)
+// and writes the bmap to a temporary file.
+func (b *builder) writeBmap(ctx context.Context, img *trackedFile, size int64) (*bmap.Map, *os.File, string, error) {
 	var bm *bmap.Map
 	var imgSum string
 	g := new(errgroup.Group)
 	g.Go(func() (err error) {
-		bm, err = bmap.FromRanges(img, size, bmap.DefaultBlockSize, ranges)
+		bm, err = blockMap(ctx, img, size, b.o.Base.cells, b.o.Progress, b.o.Log)
 		return err
 	})
-	g.Go(func() (err error) {
-		imgSum, err = hashFile(img, size, progress.New(b.o.Progress, "checksumming", size))
-		return err
-	})
+	if b.o.SHA256 {
+		g.Go(func() (err error) {
+			imgSum, err = hashFile(img.File, size, progress.New(b.o.Progress, "checksumming image", size))
+			return err
+		})
+	}
 	if err := g.Wait(); err != nil {
 		return nil, nil, "", err
 	}
@@ -193,7 +194,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	bm, bmf, imgSum, err := b.writeBmap(img, size)
+	bm, bmf, imgSum, err := b.writeBmap(ctx, img, size)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +217,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		csum, err := compressImage(ctx, img, size, o.Compress, cf, progress.New(o.Progress, "compressing", size))
+		csum, err := compressImage(ctx, img.File, size, o.Compress, cf, progress.New(o.Progress, "compressing", size))
 		if err != nil {
 			return nil, fmt.Errorf("compressing image: %w", err)
 		}
@@ -261,7 +262,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 
 // makeImage copies the base into a temporary file and grows it when
 // needed.
-func (b *builder) makeImage(ctx context.Context) (*os.File, int64, bool, error) {
+func (b *builder) makeImage(ctx context.Context) (*trackedFile, int64, bool, error) {
 	o := b.o
 	src, err := os.Open(o.Base.Path)
 	if err != nil {
@@ -288,17 +289,18 @@ func (b *builder) makeImage(ctx context.Context) (*os.File, int64, bool, error) 
 		img.Close()
 		return nil, 0, false, err
 	}
-	grown, newSize, err := b.grow(img, size)
+	t := newTrackedFile(img)
+	grown, newSize, err := b.grow(t, size)
 	if err != nil {
 		img.Close()
 		return nil, 0, false, err
 	}
-	return img, newSize, grown, nil
+	return t, newSize, grown, nil
 }
 
 // grow enlarges the image, its last (root) partition and the root
 // filesystem when the plan needs more room than is free or o.Size asks.
-func (b *builder) grow(img *os.File, size int64) (bool, int64, error) {
+func (b *builder) grow(img *trackedFile, size int64) (bool, int64, error) {
 	o, info := b.o, b.o.Info
 	need, err := planBytes(o.Plan)
 	if err != nil {
@@ -350,7 +352,7 @@ func (b *builder) grow(img *os.File, size int64) (bool, int64, error) {
 }
 
 // applyPlan opens the filesystems of img and writes the plan into them.
-func (b *builder) applyPlan(img *os.File) ([]manifest.File, []manifest.Edit, error) {
+func (b *builder) applyPlan(img *trackedFile) ([]manifest.File, []manifest.Edit, error) {
 	o, info := b.o, b.o.Info
 	rootPart, _ := info.part(info.RootPartition)
 	root, err := ext4.Open(img, rootPart.Start, rootPart.Size, &ext4.Options{Now: func() time.Time { return o.Epoch }, Log: o.Log})

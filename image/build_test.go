@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/image/plan"
 	"github.com/imgbake/imgbake/internal/fixture"
+	"github.com/imgbake/imgbake/internal/testlog"
 )
 
 const testToken = "K10secret-token-value::server:0123456789abcdef"
@@ -100,12 +103,21 @@ func checkImage(t *testing.T, img string) *Info {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestBuildAppliesPlan(t *testing.T) {
 	fixture.RequireTools(t, "debugfs", "fsck.vfat", "mtype")
 	base := prepared(t, fixture.RaspiOSBookwormArm64, true)
 	baseSum := sha(mustRead(t, base.Path))
 	out := filepath.Join(t.TempDir(), "out", "k5.img")
-	res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: testPlan(t, 3<<20),
+	res, err := Build(context.Background(), BuildOptions{Base: base, Output: out, Plan: testPlan(t, 3<<20), SHA256: true,
 		Epoch: time.Unix(1700000000, 0), Meta: map[string]string{"node": "k5", "k3s_version": "v1.31.4+k3s1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -321,6 +333,82 @@ func TestBuildGrowsWhenRootTooFull(t *testing.T) {
 			}
 			checkImage(t, res3.Image)
 		})
+	}
+}
+
+// TestBuildReusesBaseChecksums: a build from a prepared base (whose cell
+// checksums are cached, and reused for the cells the node leaves
+// unchanged) writes the same block map and manifest as a build that hashes
+// every cell afresh, and the range checksums are those of the image's
+// bytes; also when the image grows. A damaged cache file is not believed.
+func TestBuildReusesBaseChecksums(t *testing.T) {
+	fixture.RequireTools(t, "debugfs")
+	in := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	cache := filepath.Join(t.TempDir(), "cache")
+	base, err := PrepareBase(context.Background(), in, cache, PrepareOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base.cells == nil {
+		t.Fatal("no cell checksums after PrepareBase")
+	}
+	cacheFile := filepath.Join(cache, base.InputSHA256+"-"+itoa(base.Size)+".cells")
+	fresh := *base
+	fresh.cells = nil
+	p := testPlan(t, 3<<20)
+	for name, size := range map[string]int64{"small": 0, "grown": base.Size + 64<<20 + 12288} {
+		t.Run(name, func(t *testing.T) {
+			var outs [2]string
+			var last *Result
+			var logs [2]testlog.Buffer
+			for i, b := range []*Base{base, &fresh} {
+				out := filepath.Join(t.TempDir(), "k5.img")
+				log := slog.New(slog.NewTextHandler(&logs[i], &slog.HandlerOptions{Level: slog.LevelDebug}))
+				res, err := Build(context.Background(), BuildOptions{Base: b, Output: out, Plan: p, Size: size, Epoch: time.Unix(1700000000, 0), Log: log})
+				if err != nil {
+					t.Fatal(err)
+				}
+				outs[i], last = out, res
+			}
+			// The node changes a few MiB: only those cells are read again.
+			t.Logf("%s", regexp.MustCompile(`computed block map.*`).FindString(logs[0].String()))
+			re := regexp.MustCompile(`cells=(\d+) rehashed_cells=(\d+)`)
+			reused, all := re.FindStringSubmatch(logs[0].String()), re.FindStringSubmatch(logs[1].String())
+			if reused == nil || all == nil || all[2] != all[1] || atoi(t, reused[2]) > 64 || reused[1] != all[1] {
+				t.Errorf("cells (mapped, rehashed): reusing %v, afresh %v; want few rehashed when reusing", reused, all)
+			}
+			if name == "grown" && !last.Grown {
+				t.Fatal("image not grown")
+			}
+			for _, suffix := range []string{"", ".bmap", ".manifest.json"} {
+				if !bytes.Equal(mustRead(t, outs[0]+suffix), mustRead(t, outs[1]+suffix)) {
+					t.Errorf("k5.img%s differs between reused and fresh checksums", suffix)
+				}
+			}
+			m, err := manifest.Load(last.Manifest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Image.SHA256 != "" || last.SHA256 != "" {
+				t.Error("whole-image sha256 computed without being asked for")
+			}
+			checkBmap(t, last, m)
+		})
+	}
+	// A cache file for another image, or a truncated one, is recomputed.
+	good := mustRead(t, cacheFile)
+	for _, bad := range [][]byte{good[:len(good)-5], append([]byte("imgbake-cells 1 1048576 12\n"), good[40:]...)} {
+		os.WriteFile(cacheFile, bad, 0o644)
+		b2, err := PrepareBase(context.Background(), in, cache, PrepareOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(b2.cells.sums, base.cells.sums) {
+			t.Error("a damaged cache file was believed")
+		}
+		if !bytes.Equal(mustRead(t, cacheFile), good) {
+			t.Error("the damaged cache file was not rewritten")
+		}
 	}
 }
 

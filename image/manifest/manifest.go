@@ -32,8 +32,9 @@ type Manifest struct {
 	Edits   []Edit            `json:"edits,omitempty"`
 	Removes []string          `json:"removes,omitempty"`
 	Image   Image             `json:"image"`
-	// Ranges are the image's data ranges (the bmap's mapped blocks) with
-	// their checksums; everything else is unused space.
+	// Ranges are the image's data ranges (the bmap's mapped blocks, in
+	// aligned pieces of at most 1 MiB) with the sha256 of each; everything
+	// else is unused space.
 	Ranges []Range `json:"ranges"`
 }
 
@@ -70,9 +71,11 @@ type Edit struct {
 type Image struct {
 	// Name is the raw image's file name (k5.img).
 	Name string `json:"name"`
-	// Size and SHA256 are those of the raw (uncompressed) image.
+	// Size is that of the raw (uncompressed) image. SHA256 is the sha256 of
+	// the whole raw image, written only when asked for (build --sha256): the
+	// range checksums below already prove every byte that is flashed.
 	Size   int64  `json:"size"`
-	SHA256 string `json:"sha256"`
+	SHA256 string `json:"sha256,omitempty"`
 	// Compressed names the compressed file written instead of the raw one
 	// ("k5.img.xz"), with its checksum; empty when not compressed.
 	Compressed       string `json:"compressed,omitempty"`

@@ -24,6 +24,7 @@ import (
 type buildOptions struct {
 	profile, base, out, k3sBinary, airgap, size, compress, cacheDir, profilesDir string
 	all                                                                          bool
+	sha256                                                                       bool
 }
 
 func (a *App) buildCommand(g *globals) *cobra.Command {
@@ -73,6 +74,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.airgap, "airgap-images", "", "preload this k3s airgap images tarball (k3s-airgap-images-<arch>.tar.zst)")
 	f.StringVar(&o.size, "size", "", "grow the image to at least this size (e.g. 4G, 8GiB); default: as needed")
 	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
+	f.BoolVar(&o.sha256, "sha256", false, "also compute the whole raw image's sha256 (slower: reads all its data)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
 	cmd.RegisterFlagCompletionFunc("profile", func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
@@ -174,7 +176,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		return fmt.Errorf("creating output directory: %w", err)
 	}
 	nb := &nodeBuild{outDir: outDir, bin: bin, opts: image.BuildOptions{
-		Base: base, Info: info, Size: size, Compress: o.compress, Epoch: epoch, Progress: a.Stderr, Log: log,
+		Base: base, Info: info, Size: size, Compress: o.compress, SHA256: o.sha256, Epoch: epoch, Progress: a.Stderr, Log: log,
 	}}
 	for i, j := range jobs {
 		if err := a.buildNode(ctx, nb, j, inputs[i]); err != nil {
@@ -250,11 +252,14 @@ func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.
 	} else if err != nil {
 		return fmt.Errorf("building %s: %w", j.node.Name, err)
 	}
-	if res.Image == o.Output {
-		fmt.Fprintf(a.Stdout, "%s: %s (%s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
-	} else {
-		fmt.Fprintf(a.Stdout, "%s: %s (raw image %s, sha256 %s)\n", j.node.Name, res.Image, progress.Bytes(res.Size), res.SHA256)
+	what := progress.Bytes(res.Size)
+	if res.Image != o.Output {
+		what = "raw image " + what
 	}
+	if res.SHA256 != "" {
+		what += ", sha256 " + res.SHA256
+	}
+	fmt.Fprintf(a.Stdout, "%s: %s (%s)\n", j.node.Name, res.Image, what)
 	a.warnStale(o.Output, res.Image)
 	return nil
 }
