@@ -41,6 +41,9 @@ type Proxy struct {
 	Menu string
 	// Log receives one line per answered or ignored Pi. Nil means silent.
 	Log *slog.Logger
+	// Answered, if not nil, is called for every request answered: the
+	// machine m, which the Backend said is node n, is booting.
+	Answered func(m Machine, n Node)
 
 	mu   sync.Mutex
 	seen map[string]seenPi // by MAC
@@ -68,7 +71,7 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 		}
 		p.remember(m, node)
 		p.logger().Info("dhcp: offering network boot", "node", piLabel(m, node), "machine", m.String())
-		return p.reply(req, m, node, dhcpv4.MessageTypeOffer)
+		return p.answer(req, m, node, dhcpv4.MessageTypeOffer)
 	case dhcpv4.MessageTypeRequest:
 		node, ok := p.recall(m)
 		if !ok {
@@ -82,7 +85,7 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 		if !ok {
 			return nil, nil
 		}
-		return p.reply(req, m, node, dhcpv4.MessageTypeAck)
+		return p.answer(req, m, node, dhcpv4.MessageTypeAck)
 	}
 	return nil, nil
 }
@@ -136,6 +139,15 @@ func (p *Proxy) recall(m Machine) (Node, bool) {
 		return Node{}, false
 	}
 	return s.node, true
+}
+
+// answer is reply, reported to Answered.
+func (p *Proxy) answer(req *dhcpv4.DHCPv4, m Machine, n Node, typ dhcpv4.MessageType) (*Reply, error) {
+	r, err := p.reply(req, m, n, typ)
+	if err == nil && p.Answered != nil {
+		p.Answered(m, n)
+	}
+	return r, err
 }
 
 func (p *Proxy) reply(req *dhcpv4.DHCPv4, m Machine, n Node, typ dhcpv4.MessageType) (*Reply, error) {

@@ -7,6 +7,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/imgbake/imgbake/netboot/nbd"
 )
 
 // Generic netlink interface of the kernel's NBD driver
@@ -159,7 +161,7 @@ func socketsAttr(fd int) []byte {
 }
 
 // nbdConnect attaches the connected socket fd to /dev/nbd<index>.
-func nbdConnect(index uint32, fd int, exp export, deadConn uint64) error {
+func nbdConnect(index uint32, fd int, exp nbd.ClientExport, deadConn uint64) error {
 	g, err := openGenl("nbd")
 	if err != nil {
 		return err
@@ -167,11 +169,11 @@ func nbdConnect(index uint32, fd int, exp export, deadConn uint64) error {
 	defer g.close()
 	var p []byte
 	p = append(p, attr(nbdAttrIndex, u32(index))...)
-	p = append(p, attr(nbdAttrSizeBytes, u64(exp.size))...)
+	p = append(p, attr(nbdAttrSizeBytes, u64(exp.Size))...)
 	p = append(p, attr(nbdAttrBlockSizeBytes, u64(512))...)
 	p = append(p, attr(nbdAttrTimeout, u64(30))...)
 	p = append(p, attr(nbdAttrDeadConnTimeout, u64(deadConn))...)
-	p = append(p, attr(nbdAttrServerFlags, u64(uint64(exp.flags)))...)
+	p = append(p, attr(nbdAttrServerFlags, u64(uint64(exp.Flags)))...)
 	p = append(p, socketsAttr(fd)...)
 	if _, err := g.request(nbdCmdConnect, 1, p); err != nil {
 		return fmt.Errorf("attaching /dev/nbd%d: %w", index, err)

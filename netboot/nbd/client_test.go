@@ -54,27 +54,10 @@ func dialNBD(addr string, local net.Addr) (*testClient, error) {
 	return c, nil
 }
 
-func (c *testClient) sendOpt(opt uint32, data []byte) error {
-	b := binary.BigEndian.AppendUint64(nil, magicIHaveOpt)
-	b = binary.BigEndian.AppendUint32(b, opt)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
-	_, err := c.conn.Write(append(b, data...))
-	return err
-}
+func (c *testClient) sendOpt(opt uint32, data []byte) error { return sendOpt(c.conn, opt, data) }
 
 // readOptReply returns the type and data of the next option reply.
-func (c *testClient) readOptReply(opt uint32) (uint32, []byte, error) {
-	var h [20]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	if binary.BigEndian.Uint64(h[:]) != magicOptReply || binary.BigEndian.Uint32(h[8:]) != opt {
-		return 0, nil, fmt.Errorf("bad option reply header %x", h)
-	}
-	data := make([]byte, binary.BigEndian.Uint32(h[16:]))
-	_, err := io.ReadFull(c.br, data)
-	return binary.BigEndian.Uint32(h[12:]), data, err
-}
+func (c *testClient) readOptReply(opt uint32) (uint32, []byte, error) { return readOptReply(c.br, opt) }
 
 // goExport sends NBD_OPT_GO (or INFO) for name and reads the replies.
 func (c *testClient) goExport(opt uint32, name string, infos ...uint16) error {

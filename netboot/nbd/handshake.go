@@ -150,17 +150,19 @@ func (s *session) infoGo(ctx context.Context, opt uint32, data []byte) (Export, 
 	}
 	exp, err := s.lookup(ctx, name)
 	if err != nil {
-		code := uint32(repErrPolicy)
-		if errors.Is(err, ErrUnknownExport) {
-			code = repErrUnknown
-		}
-		s.log.Warn("nbd: refusing export", "export", name, "err", err)
-		return Export{}, false, s.reply(opt, code, []byte(err.Error()))
+		// The same answer for every refusal: it tells a client nothing
+		// about other nodes, not even whether the name is one.
+		s.log.Warn("nbd: refusing export", "export", logName(name), "err", err)
+		return Export{}, false, s.reply(opt, repErrUnknown, []byte(refusal))
 	}
 	if opt == optGo {
-		if cur, ok := s.srv.claim(exp.Name, s.client); !ok {
-			s.log.Warn("nbd: refusing second client; the export is in use", "export", exp.Name, "in_use_by", cur.String())
-			return Export{}, false, s.reply(opt, repErrPolicy, []byte("export in use by another connection"))
+		if err := s.srv.claim(exp, s.client); err != nil {
+			code, msg := uint32(repErrUnknown), "nbd: refusing client"
+			if errors.Is(err, errInUse) {
+				code, msg = repErrPolicy, "nbd: refusing second client" // the client may use it: it is just busy
+			}
+			s.log.Warn(msg, "export", exp.Name, "err", err)
+			return Export{}, false, s.reply(opt, code, []byte(refusal))
 		}
 	}
 	info := binary.BigEndian.AppendUint16(nil, infoExport)
@@ -188,7 +190,7 @@ func (s *session) lookup(ctx context.Context, name string) (Export, error) {
 	if len(name) > maxNameLen {
 		return Export{}, fmt.Errorf("export name longer than %d bytes: %w", maxNameLen, ErrUnknownExport)
 	}
-	exp, err := s.srv.Backend.Export(ctx, name)
+	exp, err := s.srv.Backend.Export(ctx, name, s.client.Addr())
 	if err != nil {
 		return Export{}, err
 	}
@@ -210,10 +212,22 @@ func (s *session) open(ctx context.Context, name string) (Export, error) {
 	if err != nil {
 		return Export{}, fmt.Errorf("refusing export %q: %w", name, err)
 	}
-	if cur, ok := s.srv.claim(exp.Name, s.client); !ok {
-		return Export{}, fmt.Errorf("refusing second client for export %q: in use by %v", name, cur)
+	if err := s.srv.claim(exp, s.client); err != nil {
+		return Export{}, fmt.Errorf("refusing export %q: %w", name, err)
 	}
 	return exp, nil
+}
+
+// refusal is the text of every refused export option.
+const refusal = "no such export for this client"
+
+// logName quotes a client-supplied export name for a log line, bounded.
+func logName(name string) string {
+	const max = 80
+	if len(name) > max {
+		name = name[:max] + "..."
+	}
+	return name
 }
 
 func transmitFlags(e Export) uint16 {

@@ -50,21 +50,29 @@ type Export struct {
 	Client netip.Addr
 	// ReadOnly refuses writes with EPERM.
 	ReadOnly bool
+	// Claim, if not nil, is called when a client starts using the export
+	// (NBD_OPT_GO or NBD_OPT_EXPORT_NAME); an error refuses the client.
+	// The release it returns is called when that client's connection ends.
+	Claim func() (release func(), err error)
 }
 
 // ErrUnknownExport is wrapped by Backend errors for names it does not know.
 var ErrUnknownExport = errors.New("unknown export")
 
-// Backend finds exports by name.
+// Backend finds exports by name, for a client at address client. Whatever
+// error it returns, the client is told only that there is no such export:
+// a refusal names no node and no address.
 type Backend interface {
-	Export(ctx context.Context, name string) (Export, error)
+	Export(ctx context.Context, name string, client netip.Addr) (Export, error)
 }
 
 // BackendFunc adapts a function to a Backend.
-type BackendFunc func(ctx context.Context, name string) (Export, error)
+type BackendFunc func(ctx context.Context, name string, client netip.Addr) (Export, error)
 
 // Export calls f.
-func (f BackendFunc) Export(ctx context.Context, name string) (Export, error) { return f(ctx, name) }
+func (f BackendFunc) Export(ctx context.Context, name string, client netip.Addr) (Export, error) {
+	return f(ctx, name, client)
+}
 
 // Lister is implemented by Backends that can answer NBD_OPT_LIST: the names
 // of the exports client may use. Without it the list is empty.
@@ -84,7 +92,7 @@ type Server struct {
 	Log *slog.Logger
 
 	mu     sync.Mutex
-	active map[string]netip.AddrPort // export name -> client using it
+	active map[string]claimed // by export name
 	bufs   bufPool
 }
 
@@ -137,24 +145,50 @@ func (s *Server) logger() *slog.Logger {
 	return s.Log
 }
 
-// claim marks name as used by client; it fails if another client has it.
-func (s *Server) claim(name string, client netip.AddrPort) (netip.AddrPort, bool) {
+// claim marks exp as used by client and runs its Claim; it fails if
+// another client has it or Claim refuses.
+func (s *Server) claim(exp Export, client netip.AddrPort) error {
+	s.mu.Lock()
+	if s.active == nil {
+		s.active = make(map[string]claimed)
+	}
+	if cur, ok := s.active[exp.Name]; ok {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: export %q is in use by %v", errInUse, exp.Name, cur.client)
+	}
+	s.active[exp.Name] = claimed{client: client}
+	s.mu.Unlock()
+	if exp.Claim == nil {
+		return nil
+	}
+	rel, err := exp.Claim()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.active == nil {
-		s.active = make(map[string]netip.AddrPort)
+	if err != nil {
+		delete(s.active, exp.Name)
+		return err
 	}
-	if cur, ok := s.active[name]; ok {
-		return cur, false
-	}
-	s.active[name] = client
-	return client, true
+	s.active[exp.Name] = claimed{client: client, release: rel}
+	return nil
+}
+
+// errInUse refuses a second client of an export.
+var errInUse = errors.New("export in use by another connection")
+
+// claimed is an export in use.
+type claimed struct {
+	client  netip.AddrPort
+	release func()
 }
 
 func (s *Server) release(name string) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	c := s.active[name]
 	delete(s.active, name)
+	s.mu.Unlock()
+	if c.release != nil {
+		c.release()
+	}
 }
 
 func remoteAddrPort(c net.Conn) netip.AddrPort {

@@ -58,7 +58,7 @@ func diskFile(t *testing.T, data []byte) *os.File {
 // staticBackend serves a fixed set of exports.
 type staticBackend map[string]Export
 
-func (b staticBackend) Export(_ context.Context, name string) (Export, error) {
+func (b staticBackend) Export(_ context.Context, name string, _ netip.Addr) (Export, error) {
 	e, ok := b[name]
 	if !ok {
 		return Export{}, fmt.Errorf("%q: %w", name, ErrUnknownExport)
@@ -266,8 +266,8 @@ func TestOptions(t *testing.T) {
 	if err := c.goExport(optInfo, "nosuch"); !errors.As(err, &oe) || oe.typ != repErrUnknown {
 		t.Errorf("INFO nosuch: %v, want NBD_REP_ERR_UNKNOWN", err)
 	}
-	if err := c.goExport(optInfo, "node2"); !errors.As(err, &oe) || oe.typ != repErrPolicy {
-		t.Errorf("INFO for another node's export: %v, want NBD_REP_ERR_POLICY", err)
+	if err := c.goExport(optInfo, "node2"); !errors.As(err, &oe) || oe.typ != repErrUnknown || oe.msg != refusal {
+		t.Errorf("INFO for another node's export: %v, want NBD_REP_ERR_UNKNOWN %q (the same as for no export)", err, refusal)
 	}
 	if err := c.goExport(optInfo, "node1"); err != nil || c.size != 8192 {
 		t.Errorf("INFO node1: size %d, %v", c.size, err)
@@ -301,8 +301,8 @@ func TestClientAddress(t *testing.T) {
 	}
 	defer c.conn.Close()
 	var oe *optErr
-	if err := c.goExport(optGo, "node2"); !errors.As(err, &oe) || oe.typ != repErrPolicy {
-		t.Fatalf("GO from 127.0.0.1: %v, want NBD_REP_ERR_POLICY", err)
+	if err := c.goExport(optGo, "node2"); !errors.As(err, &oe) || oe.typ != repErrUnknown || strings.Contains(oe.msg, "127.0.0.2") {
+		t.Fatalf("GO from 127.0.0.1: %v, want NBD_REP_ERR_UNKNOWN naming no address", err)
 	}
 	waitLog(t, ts.log, "served only to its node's address 127.0.0.2")
 	c2, err := dialNBD(ts.addr, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)})

@@ -40,10 +40,8 @@ func (s *Server) nodeFor(req tftp.Request) (Node, bool) {
 	if req.Kind != tftp.NoPrefix {
 		return Node{}, false
 	}
-	for _, n := range s.Nodes {
-		if a, ok := s.address(n.Name); ok && a == req.Client.Addr().Unmap() {
-			return n, true
-		}
+	if name, ok := s.bindings.Bound(req.Client.Addr()); ok {
+		return s.byName(name)
 	}
 	if strings.EqualFold(req.File, "bootcode.bin") {
 		for _, n := range s.Nodes {
@@ -67,6 +65,13 @@ func (s *Server) resolve(ctx context.Context, req tftp.Request) (tftp.File, erro
 		}
 		return tftp.File{}, fmt.Errorf("%w: no node for %q", tftp.ErrNotFound, req.Raw)
 	}
+	shared := req.Kind == tftp.NoPrefix && strings.EqualFold(req.File, "bootcode.bin")
+	if !shared {
+		// Refused like an unknown node: the client learns nothing.
+		if err := s.bindings.AllowTFTP(n.binding(), req.Client.Addr()); err != nil {
+			return tftp.File{}, fmt.Errorf("%w: %w", tftp.ErrNotFound, err)
+		}
+	}
 	path, created, err := s.Disks.Ensure(ctx, n.Name)
 	if errors.Is(err, node.ErrNoImage) {
 		s.logger().Warn("netboot: cannot boot node", "node", n.Name, "err", err)
@@ -78,12 +83,15 @@ func (s *Server) resolve(ctx context.Context, req tftp.Request) (tftp.File, erro
 	if created {
 		s.logger().Info("netboot: made the node's disk", "node", n.Name, "disk", path)
 	}
-	if req.Kind != tftp.NoPrefix {
-		s.learn(n.Name, req.Client.Addr())
-	}
 	data, err := s.bootFile(n, path, req.File)
 	if err != nil {
 		return tftp.File{}, err
+	}
+	if req.Kind != tftp.NoPrefix {
+		// The node has the file: the request is evidence of its boot.
+		if err := s.bindings.BindTFTP(n.binding(), req.Client.Addr()); err != nil {
+			return tftp.File{}, fmt.Errorf("%w: %w", tftp.ErrNotFound, err)
+		}
 	}
 	return tftp.File{Data: data, Size: int64(data.Len())}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/imgbake/imgbake/image/fat"
 	"github.com/imgbake/imgbake/internal/fixture"
 	"github.com/imgbake/imgbake/netboot"
+	"github.com/imgbake/imgbake/netboot/binding"
 	"github.com/imgbake/imgbake/netboot/dhcp"
 	"github.com/imgbake/imgbake/netboot/node"
 )
@@ -171,6 +172,9 @@ func TestServeNode(t *testing.T) {
 	nodes := []Node{{Name: "k5", Serial: serial, MAC: mac}}
 	newServer := func() *Server {
 		return &Server{Nodes: nodes, Disks: store, Addr: netip.MustParseAddr("127.0.0.1"),
+			Neighbors: binding.NeighborsFunc(func(a netip.Addr) (net.HardwareAddr, bool) {
+				return mac, a == netip.MustParseAddr("127.0.0.1")
+			}),
 			Init: func(arch string) ([]byte, error) {
 				if arch != "arm64" {
 					t.Errorf("init asked for %s, want arm64", arch)
@@ -238,8 +242,8 @@ func TestServeNode(t *testing.T) {
 	if err := sameAsDisk(t, r, disk); err != nil {
 		t.Fatalf("NBD export differs from the disk: %v", err)
 	}
-	if a, _ := os.ReadFile(filepath.Join(store.StateDir, "k5", "address")); string(a) != "127.0.0.1\n" {
-		t.Errorf("saved address %q", a)
+	if a, _ := os.ReadFile(filepath.Join(store.StateDir, "k5", "binding")); string(a) != "127.0.0.1 "+macText+"\n" {
+		t.Errorf("saved binding %q", a)
 	}
 
 	// A restarted server serves the running node's disk without a new TFTP boot.

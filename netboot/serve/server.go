@@ -12,14 +12,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imgbake/imgbake/netboot"
+	"github.com/imgbake/imgbake/netboot/binding"
 	"github.com/imgbake/imgbake/netboot/dhcp"
 	"github.com/imgbake/imgbake/netboot/initramfs"
 	"github.com/imgbake/imgbake/netboot/nbd"
@@ -29,10 +28,6 @@ import (
 
 // DefaultNBDPort is the IANA port of NBD.
 const DefaultNBDPort = 10809
-
-// addressFile, in a node's state directory, keeps the address the node
-// booted from, so that a restarted server lets the running node reconnect.
-const addressFile = "address"
 
 // Node is a network-booted node.
 type Node struct {
@@ -63,11 +58,16 @@ type Server struct {
 	Init func(arch string) ([]byte, error)
 	// Log receives what the servers do; nil means silent.
 	Log *slog.Logger
+	// Neighbors is the neighbour table of the nodes' network, the evidence
+	// that binds a node's disk to the address it boots from (see package
+	// binding); nil means the kernel's table of the network namespace
+	// Serve is called in.
+	Neighbors binding.Neighbors
 
-	mu    sync.Mutex
-	addrs map[string]netip.Addr
-	disks map[string]*openDisk
-	stale []*os.File
+	bindings *binding.Table
+	mu       sync.Mutex
+	disks    map[string]*openDisk
+	stale    []*os.File
 }
 
 // Listeners are the sockets Serve uses; the caller opens them (tests use
@@ -102,9 +102,20 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	}
 	defer s.closeDisks()
 	log := s.logger()
+	neigh := s.Neighbors
+	if neigh == nil {
+		arp, err := binding.OpenARP()
+		if err != nil {
+			return err
+		}
+		defer arp.Close()
+		neigh = arp
+	}
+	s.bindings = &binding.Table{Neighbors: neigh, RequireDHCP: l.DHCP != nil, StateDir: s.Disks.StateDir, Log: log}
+	s.bindings.Restore(s.names())
 	g, ctx := errgroup.WithContext(ctx)
 	if l.DHCP != nil {
-		proxy := &dhcp.Proxy{Backend: dhcp.BackendFunc(s.lookupMachine), ServerIP: s.Addr, Log: log}
+		proxy := &dhcp.Proxy{Backend: dhcp.BackendFunc(s.lookupMachine), ServerIP: s.Addr, Log: log, Answered: s.dhcpAnswered}
 		g.Go(func() error { return (&dhcp.Server{Handler: proxy, Log: log}).Serve(ctx, l.DHCP) })
 	}
 	g.Go(func() error {
@@ -153,52 +164,22 @@ func (s *Server) byName(name string) (Node, bool) {
 	return Node{}, false
 }
 
-// learn records the address node booted from, in memory and in its state
-// directory.
-func (s *Server) learn(name string, a netip.Addr) {
-	a = a.Unmap()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.addrs == nil {
-		s.addrs = map[string]netip.Addr{}
+func (s *Server) names() []string {
+	names := make([]string, len(s.Nodes))
+	for i, n := range s.Nodes {
+		names[i] = n.Name
 	}
-	if s.addrs[name] == a {
-		return
-	}
-	s.addrs[name] = a
-	s.logger().Info("netboot: node is booting", "node", name, "address", a)
-	p := filepath.Join(s.Disks.StateDir, name, addressFile)
-	tmp := p + ".tmp"
-	err := os.WriteFile(tmp, []byte(a.String()+"\n"), 0o644)
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		s.logger().Warn("netboot: saving node address; after a restart of the server the node must boot again", "node", name, "err", err)
+	return names
+}
+
+// dhcpAnswered records a node's DHCP exchange: the start of a boot session.
+func (s *Server) dhcpAnswered(m dhcp.Machine, dn dhcp.Node) {
+	if n, ok := s.byName(dn.Name); ok {
+		s.bindings.DHCP(n.binding(), m.MAC)
 	}
 }
 
-// address returns the address node booted from, also after a restart.
-func (s *Server) address(name string) (netip.Addr, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if a, ok := s.addrs[name]; ok {
-		return a, true
-	}
-	data, err := os.ReadFile(filepath.Join(s.Disks.StateDir, name, addressFile))
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	a, err := netip.ParseAddr(strings.TrimSpace(string(data)))
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	if s.addrs == nil {
-		s.addrs = map[string]netip.Addr{}
-	}
-	s.addrs[name] = a
-	return a, true
-}
+func (n Node) binding() binding.Node { return binding.Node{Name: n.Name, MAC: n.MAC} }
 
 // openDisk is a node's disk file held open for NBD.
 type openDisk struct {
@@ -207,14 +188,14 @@ type openDisk struct {
 }
 
 // export is the NBD backend: a node's own disk, served only to the address
-// it booted from.
-func (s *Server) export(_ context.Context, name string) (nbd.Export, error) {
-	if _, ok := s.byName(name); !ok {
+// its boot session is bound to.
+func (s *Server) export(_ context.Context, name string, client netip.Addr) (nbd.Export, error) {
+	n, ok := s.byName(name)
+	if !ok {
 		return nbd.Export{}, fmt.Errorf("%w: %q is not a network-booted node", nbd.ErrUnknownExport, name)
 	}
-	client, ok := s.address(name)
-	if !ok {
-		s.logger().Warn("netboot: node asks for its disk before fetching its boot files; refusing", "node", name)
+	if err := s.bindings.AllowNBD(n.binding(), client); err != nil {
+		return nbd.Export{}, fmt.Errorf("%w: %w", nbd.ErrUnknownExport, err)
 	}
 	f, err := s.disk(name)
 	if err != nil {
@@ -224,7 +205,8 @@ func (s *Server) export(_ context.Context, name string) (nbd.Export, error) {
 	if err != nil {
 		return nbd.Export{}, fmt.Errorf("reading the disk of %s: %w", name, err)
 	}
-	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client}, nil
+	claim := func() (func(), error) { return s.bindings.ConnectNBD(n.binding(), client) }
+	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client, Claim: claim}, nil
 }
 
 // disk returns the open disk of name, reopening it when `netboot reset`
