@@ -50,6 +50,8 @@ type Cluster struct {
 	Locale   string `yaml:"locale"`
 	Keyboard string `yaml:"keyboard"`
 	Nodes    []Node `yaml:"nodes"`
+	// Enroll, when set, enrols Pis that are not listed (netboot/enroll).
+	Enroll *Enroll `yaml:"enroll"`
 
 	// File is the path the cluster file was read from; relative paths in
 	// it are relative to its directory.
@@ -256,6 +258,7 @@ func (c *Cluster) check() {
 	}
 	checkSSH(d, "ssh", c.SSH)
 	checkSettings(d, "", c.User, c.WiFi, c.Timezone, c.Locale, c.Keyboard)
+	c.checkEnroll()
 	seen := map[string]int{}
 	for i, n := range c.Nodes {
 		f := fmt.Sprintf("nodes[%d]", i)

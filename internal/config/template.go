@@ -90,6 +90,20 @@ nodes:
   - name: k3
     profile: worker
     model: pi4
+
+# Network boot: Pis that are not listed above and ask imgbake netboot to
+# boot become nodes by this policy (recorded in imgbake.enrolled.yaml).
+# mode: approve lists each new Pi (imgbake netboot pending) until you run
+#   imgbake netboot approve SERIAL [--name k7]
+# mode: auto enrols every Pi that asks. RISK: it hands a node image, with
+# the cluster's join token in it, to ANY device on the boot network that
+# answers like a Pi. Use it only on a network only your Pis reach.
+# enroll:
+#   mode: approve
+#   profile: worker
+#   name: worker-{n}               # {n} counts up, never reused; or w{serial}, pi-{mac}
+#   models: [pi4, pi5]             # default: every model that runs k3s
+#   max-nodes: 10                  # default: no limit
 `, yamlScalar(o.Server), yamlScalar(o.K3sVersion), DefaultReleaseURL, yamlScalar(o.Base), userBlock(o.User))
 	return b.Bytes()
 }
