@@ -24,6 +24,7 @@ import (
 
 type flashOptions struct {
 	list, yes, force, allowFile, noVerify, noBmap bool
+	overwriteFile                                 bool
 	bmapPath                                      string
 }
 
@@ -66,7 +67,8 @@ and size, unless --yes.`,
 	f.BoolVar(&o.list, "list", false, "list removable disks that could be targets")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
 	f.BoolVar(&o.force, "force", false, "allow a disk that is not removable")
-	f.BoolVar(&o.allowFile, "allow-file", false, "allow a regular file as the target (created if missing)")
+	f.BoolVar(&o.allowFile, "allow-file", false, "allow a new regular file as the target (created)")
+	f.BoolVar(&o.overwriteFile, "overwrite-file", false, "with --allow-file: write into an existing regular file (asks first, unless --yes)")
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not read the card back after writing")
 	f.BoolVar(&o.noBmap, "no-bmap", false, "write the whole image even when it has a .bmap")
 	f.StringVar(&o.bmapPath, "bmap", "", "block map to use (default: the image's .bmap)")
@@ -262,9 +264,13 @@ func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image stri
 	}
 	if st.Mode().IsRegular() {
 		if !o.allowFile {
-			return false, fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into it", path)
+			return false, fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into a new file", path)
 		}
-		return true, nil
+		if !o.overwriteFile {
+			return false, fmt.Errorf("%s already exists and flash never overwrites a file unasked: give a new file name, or pass --overwrite-file to write the image into it", path)
+		}
+		return true, a.confirm(o, fmt.Sprintf("About to write %s into the existing file %s (%s).\nIts contents will be lost. Type yes to continue: ",
+			filepath.Base(image), path, bmap.HumanSize(st.Size())))
 	}
 	d, err := flash.LookupDevice(ctx, path)
 	if err != nil {
@@ -273,19 +279,25 @@ func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image stri
 	if err := flash.CheckDevice(d, size, flash.CheckOptions{Force: o.force}); err != nil {
 		return false, err
 	}
+	return false, a.confirm(o, fmt.Sprintf("About to write %s to %s.\nEVERYTHING on %s will be lost. Type yes to continue: ", filepath.Base(image), d, d.Path))
+}
+
+// confirm asks question and returns nil only when the user answers yes (or
+// passed --yes).
+func (a *App) confirm(o *flashOptions, question string) error {
 	if o.yes {
-		return false, nil
+		return nil
 	}
-	fmt.Fprintf(a.Stderr, "About to write %s to %s.\nEVERYTHING on %s will be lost. Type yes to continue: ", filepath.Base(image), d, d.Path)
+	fmt.Fprint(a.Stderr, question)
 	line, err := bufio.NewReader(a.Stdin).ReadString('\n')
 	if err != nil && err != io.EOF {
-		return false, err
+		return err
 	}
 	if ans := strings.ToLower(strings.TrimSpace(line)); ans != "yes" && ans != "y" {
 		fmt.Fprintln(a.Stderr)
-		return false, fmt.Errorf("not confirmed, nothing written (pass --yes to skip the question)")
+		return fmt.Errorf("not confirmed, nothing written (pass --yes to skip the question)")
 	}
-	return false, nil
+	return nil
 }
 
 func verifySize(m *bmap.Map, written int64) int64 {

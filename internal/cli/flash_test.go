@@ -92,7 +92,16 @@ func TestFlashAndVerifyFile(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "--allow-file") {
 		t.Errorf("flash to a regular file without --allow-file: exit %d, %q; want 1 and a hint", code, errOut)
 	}
-	code, out, errOut := runWith(t, "", "flash", "--config", cfg, "--allow-file", "k5", target)
+	before, _ := os.ReadFile(target)
+	// An existing file is never overwritten unasked: not with --allow-file
+	// alone (even with --yes), and not with --overwrite-file unconfirmed.
+	for _, args := range [][]string{{"--allow-file", "--yes"}, {"--allow-file", "--overwrite-file"}} {
+		code, _, errOut := runWith(t, "", append(append([]string{"flash", "--config", cfg}, args...), "k5", target)...)
+		if after, _ := os.ReadFile(target); code != 1 || !bytes.Equal(before, after) {
+			t.Errorf("flash %v onto an existing file: exit %d %q, file changed: %v", args, code, errOut, !bytes.Equal(before, after))
+		}
+	}
+	code, out, errOut := runWith(t, "yes\n", "flash", "--config", cfg, "--allow-file", "--overwrite-file", "k5", target)
 	if code != 0 {
 		t.Fatalf("flash: exit %d\n%s", code, errOut)
 	}
@@ -161,6 +170,15 @@ func TestFlashCompressedByPath(t *testing.T) {
 	}
 	if code, _, errOut := runWith(t, "", "flash", "--allow-file", image, image); code != 1 || !strings.Contains(errOut, "the image itself") {
 		t.Errorf("flash an image onto itself: exit %d %q", code, errOut)
+	}
+	// The incident of issue 12: a raw image flashed "into" the node's .zst
+	// output with --allow-file --yes destroyed it.
+	zst, _ := os.ReadFile(image + ".zst")
+	if code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, image+".zst"); code != 1 || !strings.Contains(errOut, "--overwrite-file") {
+		t.Errorf("flash onto the .zst output: exit %d %q", code, errOut)
+	}
+	if after, _ := os.ReadFile(image + ".zst"); !bytes.Equal(zst, after) {
+		t.Error("the .zst output was overwritten")
 	}
 }
 
