@@ -71,6 +71,30 @@ type Result struct {
 	Size   int64  `json:"size"`
 	// Grown is true when Build enlarged the image and its root filesystem.
 	Grown bool `json:"grown"`
+	// RawKept is true when a compressed build found the raw image of an
+	// earlier build holding the same bytes in every range (see
+	// manifest.Image.RawKept): it is still valid and left in place.
+	RawKept bool `json:"raw_kept,omitempty"`
+}
+
+// rawMatches reports whether the raw image at path, left by an earlier
+// build, is the image m describes: the manifest beside it described that
+// raw image with the same size and the same range checksums, and the file
+// has not changed since that manifest was written.
+func rawMatches(path string, m *manifest.Manifest) bool {
+	st, err := os.Stat(path)
+	if err != nil || !st.Mode().IsRegular() || st.Size() != m.Image.Size {
+		return false
+	}
+	mst, err := os.Stat(path + ".manifest.json")
+	if err != nil || st.ModTime().After(mst.ModTime()) {
+		return false
+	}
+	prev, err := manifest.Load(path + ".manifest.json")
+	if err != nil || (prev.Image.Compressed != "" && !prev.Image.RawKept) || prev.Image.Name != m.Image.Name || prev.Image.Size != m.Image.Size {
+		return false
+	}
+	return slices.Equal(prev.Ranges, m.Ranges)
 }
 
 // Build copies the base image, applies the plan to its filesystems (growing
@@ -223,6 +247,8 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		}
 		final, res.Image = cf.Name(), o.Output+"."+o.Compress
 		m.Image.Compressed, m.Image.CompressedSHA256 = filepath.Base(res.Image), csum
+		m.Image.RawKept = rawMatches(o.Output, m)
+		res.RawKept = m.Image.RawKept
 	}
 	data, err := m.Marshal()
 	if err != nil {

@@ -80,6 +80,10 @@ type Image struct {
 	// ("k5.img.xz"), with its checksum; empty when not compressed.
 	Compressed       string `json:"compressed,omitempty"`
 	CompressedSHA256 string `json:"compressed_sha256,omitempty"`
+	// RawKept is set on a compressed build that found the raw image (Name)
+	// of an earlier build with the same size and range checksums: that file
+	// is this image too, and flash prefers it (no decompressing).
+	RawKept bool `json:"raw_kept,omitempty"`
 	// Bmap is the block map's file name.
 	Bmap string `json:"bmap"`
 }

@@ -260,17 +260,23 @@ func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.
 		what += ", sha256 " + res.SHA256
 	}
 	fmt.Fprintf(a.Stdout, "%s: %s (%s)\n", j.node.Name, res.Image, what)
-	a.warnStale(o.Output, res.Image)
+	if res.RawKept {
+		fmt.Fprintf(a.Stdout, "%s: %s is the same image and stays (flash uses it)\n", j.node.Name, o.Output)
+		a.warnStale(o.Output, res.Image, o.Output)
+	} else {
+		a.warnStale(o.Output, res.Image)
+	}
 	return nil
 }
 
 // warnStale warns about an image of the node in another format (raw or
 // compressed) left by an earlier build: the .bmap and manifest beside it now
-// describe the new image, so it must not be flashed.
-func (a *App) warnStale(output, written string) {
+// describe the new image, so it must not be flashed. current are the files
+// that hold the new image; flash uses the last.
+func (a *App) warnStale(output string, current ...string) {
 	for _, p := range []string{output, output + ".xz", output + ".zst"} {
-		if p != written && fileExists(p) {
-			fmt.Fprintf(a.Stderr, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, written)
+		if !slices.Contains(current, p) && fileExists(p) {
+			fmt.Fprintf(a.Stderr, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, current[len(current)-1])
 		}
 	}
 }

@@ -136,6 +136,9 @@ func (a *App) resolveImage(g *globals, arg string) (imageFiles, error) {
 	// format left by an earlier build is stale.
 	if m, err := manifest.Load(filepath.Join(out, arg+".img.manifest.json")); err == nil {
 		p := filepath.Join(out, firstNonEmpty(m.Image.Compressed, m.Image.Name))
+		if m.Image.RawKept && fileExists(filepath.Join(out, m.Image.Name)) {
+			p = filepath.Join(out, m.Image.Name) // the same image, not to be decompressed
+		}
 		if filepath.Dir(p) == out && fileExists(p) {
 			return imageFiles{image: p, bmap: flash.BmapPathFor(p)}, nil
 		}

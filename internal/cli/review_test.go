@@ -169,6 +169,26 @@ func TestBuildCompressedAfterRaw(t *testing.T) {
 	}
 }
 
+// TestBuildCompressedAfterSameRaw: compressing an unchanged node keeps the
+// raw image of the earlier build, which is the same image: no warning, and
+// flash by node name takes the raw image (nothing to decompress).
+func TestBuildCompressedAfterSameRaw(t *testing.T) {
+	dir, cfg, bin := localBuild(t)
+	env := map[string]string{"HOME": dir}
+	if code, _, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "k5"); code != 0 {
+		t.Fatalf("build: %d %s", code, e)
+	}
+	code, out, e := run(t, env, "build", "-c", cfg, "--k3s-binary", bin, "--compress", "zst", "k5")
+	raw := filepath.Join(dir, "out", "k5.img")
+	if code != 0 || strings.Contains(e, "earlier build") || !strings.Contains(out, raw+" is the same image") {
+		t.Errorf("build --compress zst of an unchanged node: exit %d, stdout %q, stderr %q", code, out, e)
+	}
+	files, err := (&App{}).resolveImage(&globals{config: cfg}, "k5")
+	if err != nil || files.image != raw {
+		t.Errorf("flash k5 would write %q (%v), want the raw image", files.image, err)
+	}
+}
+
 // TestBuildExpandsTilde: ~/ in the cluster file's paths is the user's home,
 // as for cache-dir (and as the README's examples write them), not a
 // directory named "~".
