@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"strings"
 
+	"strconv"
+
 	"github.com/imgbake/imgbake/image/plan"
+	"github.com/imgbake/imgbake/internal/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -26,11 +29,12 @@ func (b *builder) cloudInit() {
 		}
 		return out, nil
 	})
-	b.edit(plan.Boot, "/user-data", "set hostname to "+name, 0o644, func(old []byte) ([]byte, error) {
-		return editUserData(old, name), nil
+	settings := b.settings()
+	b.edit(plan.Boot, "/user-data", "set hostname to "+name+cloudSettingsDesc(settings), 0o644, func(old []byte) ([]byte, error) {
+		return cloudSettings(editUserData(old, name), settings)
 	})
 	s, _ := b.static() // checked by network
-	if s != nil {
+	if s != nil && !b.wifiStatic() {
 		b.edit(plan.Boot, "/network-config", "static address "+s.addr.String(), 0o644, func(old []byte) ([]byte, error) {
 			return editNetworkConfig(old, s)
 		})
@@ -117,4 +121,141 @@ func editNetworkConfig(old []byte, s *static) ([]byte, error) {
 		return nil, fmt.Errorf("writing network-config: %w", err)
 	}
 	return append([]byte("# Written by imgbake: static wired address; other settings kept.\n"), out...), nil
+}
+
+// cloudSettingsDesc says what cloudSettings changes, for the manifest.
+func cloudSettingsDesc(s config.Settings) string {
+	var parts []string
+	if s.User != nil {
+		parts = append(parts, "user "+s.User.Name)
+	}
+	for _, kv := range [][2]string{{"timezone", s.Timezone}, {"locale", s.Locale}, {"keyboard", s.Keyboard}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+" "+kv[1])
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, ", ")
+}
+
+// cloudSettings sets the first-boot settings in a #cloud-config user-data
+// the way cloud-init reads them (timezone, locale, keyboard, users), so
+// that cloud-init applies the same ones as the rest of the image. The
+// user's entry is merged into the users: the user-data already has (the
+// others are kept); it holds no password hash, which the FAT must never
+// carry: the first-boot unit sets the password after cloud-init made the
+// account.
+func cloudSettings(data []byte, s config.Settings) ([]byte, error) {
+	if !bytes.HasPrefix(data, []byte("#cloud-config")) {
+		return data, nil
+	}
+	if s.Timezone != "" {
+		data = setTopKey(data, "timezone", s.Timezone)
+	}
+	if s.Locale != "" {
+		name, _ := localeName(s.Locale)
+		data = setTopKey(data, "locale", name)
+	}
+	if s.Keyboard != "" {
+		data = setTopKey(data, "keyboard", "{layout: "+s.Keyboard+"}")
+	}
+	if s.User == nil {
+		return data, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("reading user-data: %w; fix it on the boot partition", err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("user-data is not a #cloud-config mapping; fix it on the boot partition")
+	}
+	top := doc.Content[0]
+	var users *yaml.Node
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "users" {
+			users = top.Content[i+1]
+		}
+	}
+	if users == nil || users.Kind != yaml.SequenceNode {
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		if users == nil {
+			top.Content = append(top.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: "users"}, seq)
+		} else {
+			*users = *seq // "users: default" or empty: ours is the list
+		}
+		users = seq
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			if top.Content[i].Value == "users" {
+				users = top.Content[i+1]
+			}
+		}
+	}
+	entry := cloudUser(s)
+	var found *yaml.Node
+	for _, u := range users.Content {
+		if u.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(u.Content); i += 2 {
+				if u.Content[i].Value == "name" && u.Content[i+1].Value == s.User.Name {
+					found = u
+				}
+			}
+		}
+	}
+	if found == nil {
+		found = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		users.Content = append(users.Content, found)
+	}
+	for _, kv := range entry {
+		setMapKey(found, kv.key, kv.value)
+	}
+	out, err := marshal(&doc)
+	if err != nil {
+		return nil, fmt.Errorf("writing user-data: %w", err)
+	}
+	if !bytes.HasPrefix(out, []byte("#cloud-config")) {
+		out = append([]byte("#cloud-config\n"), out...)
+	}
+	return out, nil
+}
+
+type keyValue struct {
+	key   string
+	value *yaml.Node
+}
+
+// cloudUser is the cloud-init users: entry of the login user (no secret).
+func cloudUser(s config.Settings) []keyValue {
+	str := func(v string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v} }
+	u := s.User
+	kv := []keyValue{{"name", str(u.Name)}, {"shell", str("/bin/bash")}}
+	if u.Sudo != "no" {
+		kv = append(kv, keyValue{"groups", str("sudo")})
+	}
+	if u.Sudo == "nopasswd" || u.Sudo == "yes" && s.PasswordHash == "" {
+		kv = append(kv, keyValue{"sudo", str("ALL=(ALL) NOPASSWD:ALL")})
+	}
+	// The password is set by imgbake's first-boot unit; cloud-init must
+	// not lock it.
+	kv = append(kv, keyValue{"lock_passwd", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(s.PasswordHash == "")}})
+	if len(u.AuthorizedKeys) > 0 {
+		seq := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq"}
+		for _, k := range u.AuthorizedKeys {
+			seq.Content = append(seq.Content, str(k))
+		}
+		kv = append(kv, keyValue{"ssh_authorized_keys", seq})
+	}
+	return kv
+}
+
+// setMapKey sets key in a mapping node, in place or appended.
+func setMapKey(m *yaml.Node, key string, v *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content[i+1] = v
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
 }

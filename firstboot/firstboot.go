@@ -47,6 +47,9 @@ type Input struct {
 	Node config.Node
 	// Token is the join token; it goes only into Secret entries.
 	Token string
+	// Secrets holds the first-boot settings' secrets (password hash, Wi-Fi
+	// passphrase); nil for none. They go only into Secret entries.
+	Secrets *config.Secrets
 	// K3sBinary is the local path of the verified k3s binary.
 	K3sBinary string
 	// AirgapImages is an optional images tarball to preload.
@@ -67,7 +70,10 @@ func Check(in Input) (warnings []string, err error) {
 	if in.OS.CmdlinePath == "" {
 		warnings = append(warnings, "the kernel command line of this image was not found: add cgroup_memory=1 cgroup_enable=memory to it yourself, or k3s will not start")
 	}
-	return warnings, nil
+	if err := checkSettings(in); err != nil {
+		return nil, fmt.Errorf("node %s: %w", in.Node.Name, err)
+	}
+	return append(warnings, settingsWarnings(in)...), nil
 }
 
 // Plan returns what the node's image must contain.
@@ -96,6 +102,9 @@ func Plan(in Input) (*plan.Plan, error) {
 	}
 	b.cloudInit()
 	b.ssh()
+	if err := b.firstBootSettings(); err != nil {
+		return nil, err
+	}
 	if err := b.extraFiles(); err != nil {
 		return nil, err
 	}

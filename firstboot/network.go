@@ -47,8 +47,10 @@ func (b *builder) static() (*static, error) {
 // system reads. With DHCP (no address) nothing changes.
 func (b *builder) network() error {
 	s, err := b.static()
-	if err != nil || s == nil || b.in.OS.CloudInit {
-		return err // with cloud-init, network-config carries it (cloudInit)
+	if err != nil || s == nil || b.in.OS.CloudInit || b.wifiStatic() {
+		// With cloud-init, network-config carries it (cloudInit); on a
+		// model without Ethernet, the Wi-Fi configuration (wifi).
+		return err
 	}
 	const begin, end = "# imgbake: static address (begin)\n", "# imgbake: static address (end)\n"
 	switch b.in.OS.Network {

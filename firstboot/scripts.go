@@ -17,8 +17,10 @@ func (b *builder) firstbootUnit() string {
 Description=imgbake first-boot setup of k3s node %[1]s
 Documentation=https://github.com/imgbake/imgbake
 ConditionPathExists=!%[2]s
-After=local-fs.target
-Before=%[3]s
+After=local-fs.target%[5]s
+# Accounts are set up before anyone can log in, and before the interactive
+# first-boot wizards that would otherwise ask for them.
+Before=%[3]s systemd-user-sessions.service ssh.service userconfig.service
 
 [Service]
 Type=oneshot
@@ -29,7 +31,17 @@ StandardError=journal+console
 
 [Install]
 WantedBy=multi-user.target
-`, b.node.name, StampPath, b.unitName(), scriptDir)
+`, b.node.name, StampPath, b.unitName(), scriptDir, b.afterCloudInit())
+}
+
+// afterCloudInit orders the first-boot unit after cloud-init's user and
+// network set-up on cloud-init bases, so that it sets the password of the
+// account cloud-init made from user-data.
+func (b *builder) afterCloudInit() string {
+	if b.in.OS.CloudInit {
+		return " cloud-init.service"
+	}
+	return ""
 }
 
 // firstbootScript sets the hostname, checks the memory cgroup and writes the
@@ -77,10 +89,10 @@ else
 	echo "<3>imgbake: to fix it, %[5]s and reboot."
 fi
 
-mkdir -p %[6]s
+%[7]smkdir -p %[6]s
 touch %[2]s
 echo "imgbake: first-boot setup done"
-`, b.node.name, StampPath, FirstbootSvc, shQuote(b.node.name), fix, "/var/lib/imgbake")
+`, b.node.name, StampPath, FirstbootSvc, shQuote(b.node.name), fix, "/var/lib/imgbake", b.settingsScript())
 }
 
 // The role label reconciler (servers only). kubelet refuses to register

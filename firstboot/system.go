@@ -56,33 +56,48 @@ func (b *builder) cmdline() {
 		return // Check warns
 	}
 	desc := "add " + cgroupFlags
+	var extra []string
+	if w := b.settings().WiFi; w != nil {
+		// The Wi-Fi regulatory domain, as raspi-config's do_wifi_country
+		// sets it.
+		extra = append(extra, "cfg80211.ieee80211_regdom="+w.Country)
+		desc += " " + extra[0]
+	}
 	if path.Base(os.CmdlinePath) == "armbianEnv.txt" {
-		b.edit(os.CmdlinePart, os.CmdlinePath, desc+" to extraargs", 0o644, editArmbianEnv)
+		b.edit(os.CmdlinePart, os.CmdlinePath, desc+" to extraargs", 0o644, func(old []byte) ([]byte, error) {
+			return editArmbianEnv(old, extra...)
+		})
 		return
 	}
 	b.edit(os.CmdlinePart, os.CmdlinePath, desc, 0o644, func(old []byte) ([]byte, error) {
 		if old == nil {
 			return nil, fmt.Errorf("%s is missing from the boot partition; is this a Raspberry Pi image?", os.CmdlinePath)
 		}
-		return editCmdline(old), nil
+		return editCmdline(old, extra...), nil
 	})
 }
 
 // editCmdline adds the cgroup flags once to a cmdline.txt (one line; a
 // second line would be ignored by the firmware) and drops
 // cgroup_disable=memory.
-func editCmdline(old []byte) []byte {
+func editCmdline(old []byte, extra ...string) []byte {
 	line := strings.TrimRight(string(old), "\r\n\t ")
 	if i := strings.IndexAny(line, "\r\n"); i >= 0 {
 		line = line[:i] // the firmware reads only the first line
 	}
-	return []byte(addFlags(line) + "\n")
+	return []byte(addFlags(line, extra...) + "\n")
 }
 
-func addFlags(args string) string {
+// addFlags adds the cgroup flags and extra ones (key=value, replacing the
+// key's other values) to a command line.
+func addFlags(args string, extra ...string) string {
 	f := strings.Fields(args)
 	f = slices.DeleteFunc(f, func(s string) bool { return s == "cgroup_disable=memory" })
-	for _, flag := range strings.Fields(cgroupFlags) {
+	for _, e := range extra {
+		key, _, _ := strings.Cut(e, "=")
+		f = slices.DeleteFunc(f, func(s string) bool { return strings.HasPrefix(s, key+"=") && s != e })
+	}
+	for _, flag := range append(strings.Fields(cgroupFlags), extra...) {
 		if !slices.Contains(f, flag) {
 			f = append(f, flag)
 		}
@@ -91,7 +106,7 @@ func addFlags(args string) string {
 }
 
 // editArmbianEnv adds the cgroup flags to extraargs= in armbianEnv.txt.
-func editArmbianEnv(old []byte) ([]byte, error) {
+func editArmbianEnv(old []byte, extra ...string) ([]byte, error) {
 	lines := strings.Split(strings.TrimRight(string(old), "\n"), "\n")
 	if len(old) == 0 {
 		lines = nil
@@ -99,30 +114,49 @@ func editArmbianEnv(old []byte) ([]byte, error) {
 	done := false
 	for i, l := range lines {
 		if v, ok := strings.CutPrefix(l, "extraargs="); ok && !done {
-			lines[i] = "extraargs=" + addFlags(v)
+			lines[i] = "extraargs=" + addFlags(v, extra...)
 			done = true
 		}
 	}
 	if !done {
-		lines = append(lines, "extraargs="+addFlags(""))
+		lines = append(lines, "extraargs="+addFlags("", extra...))
 	}
 	return []byte(strings.Join(lines, "\n") + "\n"), nil
 }
 
-// ssh installs the authorized keys and enables the SSH server.
-func (b *builder) ssh() {
-	c, n := b.in.Cluster.SSH, b.in.Node.SSH
+// sshUser is the account ssh: installs keys for (root by default).
+func (b *builder) sshUser() string {
+	return firstOf(b.in.Node.SSH.User, b.in.Cluster.SSH.User, "root")
+}
+
+// sshKeys are ssh:'s keys, the cluster's then the node's.
+func (b *builder) sshKeys() []string {
 	var keys []string
-	for _, k := range slices.Concat(c.AuthorizedKeys, n.AuthorizedKeys) {
+	for _, k := range slices.Concat(b.in.Cluster.SSH.AuthorizedKeys, b.in.Node.SSH.AuthorizedKeys) {
 		k = strings.TrimSpace(k)
 		if !slices.Contains(keys, k) {
 			keys = append(keys, k)
 		}
 	}
+	return keys
+}
+
+// ssh installs the authorized keys and enables the SSH server. Keys for
+// the login user (user:) are installed with its account, at first boot.
+func (b *builder) ssh() {
+	c, n := b.in.Cluster.SSH, b.in.Node.SSH
+	keys := b.sshKeys()
+	s := b.settings()
+	user := b.sshUser()
+	if s.User != nil && user == s.User.Name {
+		keys = nil
+	}
 	if len(keys) == 0 {
+		if s.User != nil {
+			b.enableSSH()
+		}
 		return
 	}
-	user := firstOf(n.User, c.User, "root")
 	var uid, gid uint32
 	home := "/root"
 	if user != "root" {
@@ -136,6 +170,11 @@ func (b *builder) ssh() {
 	}
 	b.dir(home+"/.ssh", 0o700, uid, gid)
 	b.p.Entries = append(b.p.Entries, plan.Entry{Part: plan.Root, Path: home + "/.ssh/authorized_keys", Kind: plan.File, Mode: 0o600, UID: uid, GID: gid, Data: []byte(strings.Join(keys, "\n") + "\n")})
+	b.enableSSH()
+}
+
+// enableSSH enables sshd.
+func (b *builder) enableSSH() {
 	// Enable sshd as `systemctl enable ssh` does (Armbian has it on
 	// already); Raspberry Pi OS also looks for an empty "ssh" file on the
 	// boot partition.

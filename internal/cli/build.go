@@ -167,7 +167,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		log.Warn("cannot read the base image's users; SSH keys of a non-root user get uid 1000", "error", err)
 	}
 
-	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, K3sBinary: bin.Path, AirgapImages: o.airgap})
+	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: bin.Path, AirgapImages: o.airgap})
 	if err != nil {
 		return err
 	}

@@ -69,6 +69,9 @@ func sshAccounts(c *config.Cluster, jobs []job, users map[string]account, cloudI
 		if user == "root" || cloudInit {
 			continue
 		}
+		if s := config.NodeSettings(c, *n, nil); s.User != nil && s.User.Name == user {
+			continue // the login user: made at first boot, with these keys
+		}
 		field := "ssh.user"
 		if n.SSH.User != "" {
 			if _, idx, ok := c.Node(n.Name); ok {

@@ -247,6 +247,12 @@ func printableASCII(s string) bool {
 	return true
 }
 
+// WiFiOnly reports whether a (canonical) model has Wi-Fi but no Ethernet
+// port, so its network, static address included, is the Wi-Fi.
+func WiFiOnly(model string) bool {
+	return model == "pi02w" || model == "pi0w"
+}
+
 // LoginWarning returns the warning for a node nobody can log in to (no SSH
 // key for the user or root, no password), or "".
 func LoginWarning(c *Cluster, n Node, s Settings) string {
