@@ -238,7 +238,7 @@ func (t *Table) decide(n Node, from netip.Addr, commit bool) (net.HardwareAddr, 
 	}
 	if s.addr.IsValid() {
 		sameMAC := bytes.Equal(s.mac, mac)
-		rebooted := sameMAC && t.RequireDHCP && exchanged && dhcpAt.After(s.last)
+		rebooted := sameMAC && t.RequireDHCP && exchanged && dhcpAt.After(s.boundAt)
 		live := s.connected > 0 || now.Sub(s.last) <= t.window()
 		if s.connected > 0 || (live && !rebooted && !(sameMAC && !t.RequireDHCP)) {
 			log.Error("netboot: possible impersonation: a second address asks for the files of a node whose boot session is live; "+
