@@ -126,14 +126,20 @@ func readGPT(r io.ReaderAt, size int64, mbr []byte) (*table, error) {
 	if crc32.ChecksumIEEE(c) != sum {
 		return nil, errors.New("corrupt partition table: GPT header checksum mismatch")
 	}
-	entLBA := int64(binary.LittleEndian.Uint64(h[72:]))
+	entLBA := binary.LittleEndian.Uint64(h[72:])
 	n := int64(binary.LittleEndian.Uint32(h[80:]))
 	esz := int64(binary.LittleEndian.Uint32(h[84:]))
-	if esz < 128 || n*esz > 1<<20 {
+	if esz < 128 || esz > 1<<20 || n*esz > 1<<20 {
 		return nil, errors.New("corrupt partition table: bad GPT entry array size")
 	}
+	// Partitions lie between the first and last usable blocks, which lie
+	// between the primary and the backup table (UEFI 2.10, 5.3.2).
+	firstUsable, lastUsable := binary.LittleEndian.Uint64(h[40:]), binary.LittleEndian.Uint64(h[48:])
+	if entLBA < 2 || entLBA >= uint64(size/sector) || firstUsable < 2 || lastUsable < firstUsable || lastUsable >= uint64(size/sector) {
+		return nil, errors.New("corrupt partition table: GPT header points outside the image")
+	}
 	ents := make([]byte, n*esz)
-	if _, err := r.ReadAt(ents, entLBA*sector); err != nil {
+	if _, err := r.ReadAt(ents, int64(entLBA)*sector); err != nil {
 		return nil, fmt.Errorf("reading GPT entries: %w", err)
 	}
 	if crc32.ChecksumIEEE(ents) != binary.LittleEndian.Uint32(h[88:]) {
@@ -145,10 +151,11 @@ func readGPT(r io.ReaderAt, size int64, mbr []byte) (*table, error) {
 		if isZero(e[:16]) {
 			continue
 		}
-		first, last := int64(binary.LittleEndian.Uint64(e[32:])), int64(binary.LittleEndian.Uint64(e[40:]))
-		if last < first || (last+1)*sector > size {
-			return nil, fmt.Errorf("corrupt partition table: GPT partition %d lies outside the image", i+1)
+		first64, last64 := binary.LittleEndian.Uint64(e[32:]), binary.LittleEndian.Uint64(e[40:])
+		if first64 < firstUsable || last64 < first64 || last64 > lastUsable {
+			return nil, fmt.Errorf("corrupt partition table: GPT partition %d lies outside the image's usable blocks", i+1)
 		}
+		first, last := int64(first64), int64(last64)
 		name := utf16.Decode(u16s(e[56:128]))
 		t.slot[i+1] = i
 		t.parts = append(t.parts, Partition{Number: i + 1, Start: first * sector, Size: (last - first + 1) * sector,
@@ -225,14 +232,22 @@ func (t *table) growGPT(w io.WriterAt, p *Partition, newSize int64) (int64, erro
 	seal(b)
 	// Protective MBR covers the whole disk.
 	binary.LittleEndian.PutUint32(t.mbr[446+12:], uint32(min(lastLBA, 1<<32-1)))
-	for _, wr := range []struct {
+	writes := []struct {
 		data []byte
 		off  int64
 	}{
-		{make([]byte, sector), oldBackup * sector},
 		{t.mbr, 0}, {h, sector}, {t.gptEnt, int64(binary.LittleEndian.Uint64(h[72:])) * sector},
 		{t.gptEnt, (lastLBA - entSectors) * sector}, {b, lastLBA * sector},
-	} {
+	}
+	// Clear the old backup header, if it is where a backup can be (a
+	// corrupt header's pointer must not make the image grow elsewhere).
+	if oldBackup > 1 && oldBackup < lastLBA {
+		writes = append([]struct {
+			data []byte
+			off  int64
+		}{{make([]byte, sector), oldBackup * sector}}, writes...)
+	}
+	for _, wr := range writes {
 		if _, err := w.WriteAt(wr.data, wr.off); err != nil {
 			return 0, fmt.Errorf("writing GPT: %w", err)
 		}

@@ -120,6 +120,19 @@ func (f *FS) parseBPB(b []byte, size int64) error {
 			f.fsinfo = s
 		}
 	}
+	if f.clusters == 0 {
+		return fmt.Errorf("%w: no data clusters", ErrCorrupt)
+	}
+	// Each FAT must hold an entry for every cluster.
+	if bits := int64(f.typ); (int64(f.clusters)+2)*bits > f.fatSize*f.bps*8 {
+		return fmt.Errorf("%w: the FAT is too small for the partition's clusters", ErrCorrupt)
+	}
+	switch {
+	case f.typ != 32 && (f.rootEnts == 0 || f.rootEnts*entSize%f.bps != 0):
+		return fmt.Errorf("%w: bad root directory size", ErrCorrupt)
+	case f.typ == 32 && (f.rootClus < 2 || f.rootClus > f.clusters+1):
+		return fmt.Errorf("%w: the root directory cluster lies outside the partition", ErrCorrupt)
+	}
 	f.label = strings.TrimRight(string(b[labelAt:labelAt+11]), " ")
 	if f.label == "NO NAME" {
 		f.label = ""
