@@ -241,6 +241,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		o.Log.Debug("compressing image", "format", o.Compress)
 		csum, err := compressImage(ctx, img.File, size, o.Compress, cf, progress.New(o.Progress, "compressing", size))
 		if err != nil {
 			return nil, fmt.Errorf("compressing image: %w", err)

@@ -412,6 +412,66 @@ func TestBuildReusesBaseChecksums(t *testing.T) {
 	}
 }
 
+// cancelAt is a slog handler that cancels a context when a record with
+// the message msg is logged, after delay.
+type cancelAt struct {
+	msg    string
+	delay  time.Duration
+	cancel context.CancelFunc
+	at     chan time.Time
+}
+
+func (c *cancelAt) Enabled(context.Context, slog.Level) bool { return true }
+func (c *cancelAt) WithAttrs([]slog.Attr) slog.Handler       { return c }
+func (c *cancelAt) WithGroup(string) slog.Handler            { return c }
+func (c *cancelAt) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == c.msg && c.delay == 0 {
+		c.at <- time.Now()
+		c.cancel()
+	} else if r.Message == c.msg {
+		go func() {
+			time.Sleep(c.delay)
+			c.at <- time.Now()
+			c.cancel()
+		}()
+	}
+	return nil
+}
+
+// TestBuildInterruptedLeavesNothing cancels a build (as Ctrl-C does) in
+// each phase: copying, applying, checksumming, compressing, and in the
+// middle of compressing xz (the slowest); the build stops with context.Canceled, soon, and leaves no
+// file behind.
+func TestBuildInterruptedLeavesNothing(t *testing.T) {
+	base := prepared(t, fixture.RaspiOSBookwormArm64, false)
+	p := testPlan(t, 3<<20)
+	for _, phase := range []struct{ msg, compress string }{
+		{"copied base image", ""}, {"applied plan", ""}, {"computed bmap and checksum", "zst"},
+		{"compressing image", "xz"}, {"compressing image", "zst"},
+	} {
+		t.Run(phase.msg+"/"+phase.compress, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			h := &cancelAt{msg: phase.msg, cancel: cancel, at: make(chan time.Time, 1)}
+			if phase.msg == "compressing image" && phase.compress == "xz" {
+				h.delay = 300 * time.Millisecond
+			}
+			_, err := Build(ctx, BuildOptions{Base: base, Output: filepath.Join(dir, "k5.img"), Plan: p, Compress: phase.compress,
+				Epoch: time.Unix(1, 0), Log: slog.New(h)})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("Build: %v, want context.Canceled", err)
+			}
+			// Not a timing test: generous, for a loaded machine; the point
+			// is that a chunk being compressed does not run to its end.
+			if took := time.Since(<-h.at); took > 5*time.Second {
+				t.Errorf("Build returned %v after the cancel", took)
+			}
+			assertOnly(t, dir)
+		})
+	}
+}
+
 // TestBuildReproducible builds the same image in two processes with
 // different time zones and umasks and compares the outputs byte for byte.
 func TestBuildReproducible(t *testing.T) {

@@ -18,10 +18,21 @@ import (
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
-// xzChunk is the size of the pieces compressed in parallel. Each becomes
-// its own .xz stream; xz, bmaptool and this package's reader decode the
-// concatenation as one file.
-const xzChunk = 32 << 20
+// Compressed images are cut into chunks compressed in parallel, each into
+// its own .xz stream or zstd frame; xz, zstd, bmaptool and imgbake decode
+// the concatenation as one file. An all-zero chunk (most of an image, and
+// every hole) is compressed once and its bytes repeated, so holes are
+// never read nor compressed.
+const (
+	xzChunk   = 32 << 20
+	zstdChunk = 8 << 20
+	// cancelStep bounds the input a chunk compressor takes between two
+	// checks for cancellation, so that Ctrl-C stops it within a second.
+	cancelStep = 1 << 20
+)
+
+// chunkCompressor compresses one chunk; it stops when ctx ends.
+type chunkCompressor func(ctx context.Context, p []byte) ([]byte, error)
 
 // compressImage compresses the first size bytes of img into out (xz or
 // zst) and returns the hex sha256 of the compressed file. out is closed.
@@ -32,9 +43,14 @@ func compressImage(ctx context.Context, img *os.File, size int64, format string,
 	var err error
 	switch format {
 	case "xz":
-		err = compressXZ(ctx, img, size, w, bar)
+		err = compressChunks(ctx, img, size, xzChunk, xzCompress, w, bar)
 	case "zst":
-		err = compressZstd(img, size, w, bar)
+		var enc *zstd.Encoder
+		enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(true))
+		if err == nil {
+			err = compressChunks(ctx, img, size, zstdChunk, zstdCompressor(enc), w, bar)
+			enc.Close()
+		}
 	default:
 		err = fmt.Errorf("unknown compression %q", format)
 	}
@@ -47,22 +63,11 @@ func compressImage(ctx context.Context, img *os.File, size int64, format string,
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func compressZstd(img *os.File, size int64, w io.Writer, bar *progress.Bar) error {
-	zw, err := zstd.NewWriter(w, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(true))
-	if err != nil {
-		return err
-	}
-	if _, err := io.CopyBuffer(zw, progress.NewReader(io.NewSectionReader(img, 0, size), bar), make([]byte, 1<<20)); err != nil {
-		zw.Close()
-		return err
-	}
-	return zw.Close()
-}
-
-// compressXZ compresses xzChunk-sized pieces in parallel and writes the
-// resulting streams in order.
-func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar *progress.Bar) error {
-	n := int((size + xzChunk - 1) / xzChunk)
+// compressChunks compresses chunk-sized pieces of img on every core and
+// writes the results in order. The bar counts each piece when it is
+// compressed.
+func compressChunks(ctx context.Context, img *os.File, size, chunk int64, compress chunkCompressor, w io.Writer, bar *progress.Bar) error {
+	n := int((size + chunk - 1) / chunk)
 	workers := runtime.GOMAXPROCS(0)
 	results := make([]chan []byte, n)
 	for i := range results {
@@ -70,8 +75,7 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	sem := make(chan struct{}, workers+1) // bounds chunks held in memory
-	// Images are mostly unused space: compress an all-zero chunk once.
-	zeroStream := sync.OnceValues(func() ([]byte, error) { return xzCompress(make([]byte, xzChunk)) })
+	zeroChunk := sync.OnceValues(func() ([]byte, error) { return compress(gctx, make([]byte, chunk)) })
 	g.Go(func() error {
 		for i := range n {
 			select {
@@ -80,21 +84,27 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 				return gctx.Err()
 			}
 			g.Go(func() error {
-				off := int64(i) * xzChunk
-				buf := make([]byte, min(xzChunk, size-off))
-				if _, err := img.ReadAt(buf, off); err != nil {
-					return err
-				}
+				off := int64(i) * chunk
+				length := min(chunk, size-off)
 				var stream []byte
 				var err error
-				if len(buf) == xzChunk && isZero(buf) {
-					stream, err = zeroStream()
+				if start, _, ok := nextData(img, off, size); (!ok || start >= off+length) && length == chunk {
+					stream, err = zeroChunk() // a hole: nothing to read
 				} else {
-					stream, err = xzCompress(buf)
+					buf := make([]byte, length)
+					if _, err := img.ReadAt(buf, off); err != nil {
+						return fmt.Errorf("reading image: %w", err)
+					}
+					if length == chunk && isZero(buf) {
+						stream, err = zeroChunk()
+					} else {
+						stream, err = compress(gctx, buf)
+					}
 				}
 				if err != nil {
 					return err
 				}
+				bar.Add(length)
 				results[i] <- stream
 				return nil
 			})
@@ -106,9 +116,8 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 			select {
 			case b := <-results[i]:
 				if _, err := w.Write(b); err != nil {
-					return err
+					return fmt.Errorf("writing compressed image: %w", err)
 				}
-				bar.Add(min(xzChunk, size-int64(i)*xzChunk))
 				<-sem
 			case <-gctx.Done():
 				return gctx.Err()
@@ -120,17 +129,35 @@ func compressXZ(ctx context.Context, img *os.File, size int64, w io.Writer, bar 
 }
 
 // xzCompress compresses p into one .xz stream with a CRC64 check.
-func xzCompress(p []byte) ([]byte, error) {
+func xzCompress(ctx context.Context, p []byte) ([]byte, error) {
 	var out bytes.Buffer
 	zw, err := xz.WriterConfig{CheckSum: xz.CRC64}.NewWriter(&out)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := zw.Write(p); err != nil {
-		return nil, err
+	for len(p) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		k := min(len(p), cancelStep)
+		if _, err := zw.Write(p[:k]); err != nil {
+			return nil, err
+		}
+		p = p[k:]
 	}
 	if err := zw.Close(); err != nil {
 		return nil, err
 	}
 	return out.Bytes(), nil
+}
+
+// zstdCompressor compresses a chunk into one zstd frame (level 3, with a
+// content checksum). enc is shared by the workers.
+func zstdCompressor(enc *zstd.Encoder) chunkCompressor {
+	return func(ctx context.Context, p []byte) ([]byte, error) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return enc.EncodeAll(p, make([]byte, 0, len(p)/4)), nil
+	}
 }
