@@ -108,6 +108,17 @@ func (a *applier) entry(e plan.Entry) (manifest.File, error) {
 	}
 	switch e.Kind {
 	case plan.Dir:
+		// A directory imgbake owns is a real directory: a symlink the base
+		// has there is replaced, never followed, so that a chmod or chown
+		// cannot reach whatever it points to (/etc/rancher -> /tmp).
+		if fi, err := a.root.Lstat(e.Path); err == nil && fi.IsSymlink() {
+			target, _ := a.root.Readlink(e.Path)
+			a.o.Log.Warn("the base has a symlink where imgbake writes a directory: replacing it with a directory",
+				"path", e.Path, "target", target)
+			if err := a.root.Remove(e.Path); err != nil {
+				return rec, fmt.Errorf("replacing the symlink at %s: %w", e.Path, err)
+			}
+		}
 		if err := a.root.MkdirAll(e.Path, attr); err != nil {
 			return rec, err
 		}
