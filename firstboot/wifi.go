@@ -1,6 +1,8 @@
 package firstboot
 
 import (
+	"crypto/pbkdf2"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -32,18 +34,22 @@ func (b *builder) wifi(s config.Settings) error {
 		}
 	}
 	w, sec := s.WiFi, s.WiFiSecret
+	wpa, err := wpaSupplicantConf(w, sec)
+	if err != nil {
+		return err
+	}
 	switch b.in.OS.Network {
 	case "NetworkManager":
 		b.secret("/etc/NetworkManager/system-connections/imgbake-wifi.nmconnection", nmWiFi(b.node.name, w, sec, st))
 	case "netplan":
 		b.secret("/etc/netplan/90-imgbake-wifi.yaml", netplanWiFi(w, sec, st))
 	case "dhcpcd":
-		b.secret("/etc/wpa_supplicant/wpa_supplicant.conf", wpaSupplicantConf(w, sec))
+		b.secret("/etc/wpa_supplicant/wpa_supplicant.conf", wpa)
 	case "ifupdown":
-		b.secret("/etc/wpa_supplicant/wpa_supplicant.conf", wpaSupplicantConf(w, sec))
+		b.secret("/etc/wpa_supplicant/wpa_supplicant.conf", wpa)
 		b.file("/etc/network/interfaces.d/"+wifiIface, 0o644, ifupdownWiFi(st))
 	case "systemd-networkd":
-		b.secret("/etc/wpa_supplicant/wpa_supplicant-"+wifiIface+".conf", wpaSupplicantConf(w, sec))
+		b.secret("/etc/wpa_supplicant/wpa_supplicant-"+wifiIface+".conf", wpa)
 		b.symlink(unitDir+"/multi-user.target.wants/wpa_supplicant@"+wifiIface+".service", "/lib/systemd/system/wpa_supplicant@.service")
 		b.file("/etc/systemd/network/11-imgbake-wifi.network", 0o644, networkdWiFi(st))
 	default:
@@ -153,7 +159,7 @@ func netplanWiFi(w *config.WiFi, sec config.WiFiSecret, st *static) string {
 // wpaSupplicantConf is wpa_supplicant.conf as raspi-config writes it on
 // Raspberry Pi OS Buster and Bullseye (and HypriotOS reads it), with the
 // country.
-func wpaSupplicantConf(w *config.WiFi, sec config.WiFiSecret) string {
+func wpaSupplicantConf(w *config.WiFi, sec config.WiFiSecret) (string, error) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by imgbake: Wi-Fi network (root-only: it holds the passphrase).\nctrl_interface=DIR=/var/run/wpa_supplicant GROUP=netdev\nupdate_config=1\ncountry=%s\n\nnetwork={\n", w.Country)
 	fmt.Fprintf(&b, "\tssid=%s\n", wpaString(w.SSID))
@@ -164,12 +170,28 @@ func wpaSupplicantConf(w *config.WiFi, sec config.WiFiSecret) string {
 	case sec.PSK != "":
 		fmt.Fprintf(&b, "\tpsk=%s\n\tkey_mgmt=WPA-PSK\n", strings.ToLower(sec.PSK))
 	case sec.Passphrase != "":
-		fmt.Fprintf(&b, "\tpsk=%s\n\tkey_mgmt=WPA-PSK\n", wpaString(sec.Passphrase))
+		// The PSK derived from the passphrase, as wpa_passphrase and
+		// Raspberry Pi Imager write it: the passphrase itself is not kept.
+		psk, err := wpaPSK(sec.Passphrase, w.SSID)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&b, "\tpsk=%s\n\tkey_mgmt=WPA-PSK\n", psk)
 	default:
 		b.WriteString("\tkey_mgmt=NONE\n")
 	}
 	b.WriteString("}\n")
-	return b.String()
+	return b.String(), nil
+}
+
+// wpaPSK is the WPA PSK of a passphrase: PBKDF2-HMAC-SHA1 over the SSID,
+// 4096 rounds, 32 bytes (IEEE 802.11i-2004, H.4).
+func wpaPSK(passphrase, ssid string) (string, error) {
+	k, err := pbkdf2.Key(sha1.New, passphrase, []byte(ssid), 4096, 32)
+	if err != nil {
+		return "", fmt.Errorf("deriving the Wi-Fi PSK: %w", err)
+	}
+	return hex.EncodeToString(k), nil
 }
 
 // wpaString is a wpa_supplicant.conf string: quoted, or hex when quoting
