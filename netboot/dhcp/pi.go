@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -32,6 +33,9 @@ type Machine struct {
 	Serial netboot.Serial
 	// PXE reports option 60 equal to PiVendorClass.
 	PXE bool
+	// Address is the address the machine asks for (option 50) or has
+	// (ciaddr); the zero Addr when the packet names none.
+	Address netip.Addr
 }
 
 // String names the machine for logs and errors: its MAC, and its serial
@@ -48,6 +52,11 @@ func (m Machine) String() string {
 func machineOf(p *dhcpv4.DHCPv4) Machine {
 	m := Machine{MAC: p.ClientHWAddr, PXE: p.ClassIdentifier() == PiVendorClass}
 	m.Model, m.BoardRevision, m.Serial = parsePiOption97(p.GetOneOption(dhcpv4.OptionClientMachineIdentifier), p.ClientHWAddr)
+	for _, ip := range []net.IP{p.RequestedIPAddress(), p.ClientIPAddr} {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok && !a.IsUnspecified() && !m.Address.IsValid() {
+			m.Address = a
+		}
+	}
 	return m
 }
 

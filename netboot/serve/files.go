@@ -25,7 +25,8 @@ import (
 // address it booted from; bootcode.bin, the same for every node, comes
 // from any node's disk.
 func (s *Server) nodeFor(req tftp.Request) (Node, bool) {
-	for _, n := range s.Nodes {
+	nodes := s.current()
+	for _, n := range nodes {
 		switch req.Kind {
 		case tftp.SerialPrefix:
 			if string(n.Serial) == req.Prefix {
@@ -44,7 +45,7 @@ func (s *Server) nodeFor(req tftp.Request) (Node, bool) {
 		return s.byName(name)
 	}
 	if strings.EqualFold(req.File, "bootcode.bin") {
-		for _, n := range s.Nodes {
+		for _, n := range nodes {
 			if _, err := os.Stat(s.Disks.DiskPath(n.Name)); err == nil {
 				return n, true
 			}
@@ -73,6 +74,9 @@ func (s *Server) resolve(ctx context.Context, req tftp.Request) (tftp.File, erro
 		}
 	}
 	path, created, err := s.Disks.Ensure(ctx, n.Name)
+	if errors.Is(err, node.ErrNoImage) && s.waitBuild(ctx, n.Name) {
+		path, created, err = s.Disks.Ensure(ctx, n.Name)
+	}
 	if errors.Is(err, node.ErrNoImage) {
 		s.logger().Warn("netboot: cannot boot node", "node", n.Name, "err", err)
 		return tftp.File{}, fmt.Errorf("%w: %v", tftp.ErrNotFound, err)
@@ -92,6 +96,7 @@ func (s *Server) resolve(ctx context.Context, req tftp.Request) (tftp.File, erro
 		if err := s.bindings.BindTFTP(n.binding(), req.Client.Addr()); err != nil {
 			return tftp.File{}, fmt.Errorf("%w: %w", tftp.ErrNotFound, err)
 		}
+		s.tftpServed(n, req.Client.Addr().Unmap(), req.File)
 	}
 	return tftp.File{Data: data, Size: int64(data.Len())}, nil
 }

@@ -152,7 +152,13 @@ func (r *running) mustGet(t *testing.T, name string) []byte {
 // with the disk file.
 func sameAsDisk(t *testing.T, r *running, disk string) error {
 	t.Helper()
-	out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", disk, "nbd://"+r.nbd+"/k5").CombinedOutput()
+	return sameAsDiskNamed(t, r, disk, "k5")
+}
+
+// sameAsDiskNamed is sameAsDisk for the export name.
+func sameAsDiskNamed(t *testing.T, r *running, disk, name string) error {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", disk, "nbd://"+r.nbd+"/"+name).CombinedOutput()
 	if err != nil {
 		return errors.New(string(out))
 	}

@@ -14,6 +14,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -63,8 +64,17 @@ type Server struct {
 	// binding); nil means the kernel's table of the network namespace
 	// Serve is called in.
 	Neighbors binding.Neighbors
+	// Enroll, if not nil, is asked about a Pi that is not one of the
+	// nodes: it returns the node the Pi is (enrolled now or earlier), or
+	// an error, and the Pi is not answered. See package enroll.
+	Enroll func(ctx context.Context, m dhcp.Machine) (Node, error)
+	// Prepare, if not nil, builds the image of a node that has none
+	// (<image dir>/<name>.img), in the background, ahead of its boot.
+	Prepare func(ctx context.Context, name string) error
 
 	bindings *binding.Table
+	fleet    fleet
+	ctx      context.Context // Serve's, for background builds
 	mu       sync.Mutex
 	disks    map[string]*openDisk
 	stale    []*os.File
@@ -94,7 +104,7 @@ func (s *Server) logger() *slog.Logger {
 // in the state directory and their NBD clients reconnect to the next
 // server.
 func (s *Server) Serve(ctx context.Context, l Listeners) error {
-	if len(s.Nodes) == 0 || s.Disks == nil || l.TFTP == nil || l.NBD == nil {
+	if (len(s.Nodes) == 0 && s.Enroll == nil) || s.Disks == nil || l.TFTP == nil || l.NBD == nil {
 		return errors.New("netboot: Nodes, Disks and the TFTP and NBD listeners are required")
 	}
 	if !s.Addr.Is4() {
@@ -114,6 +124,8 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	s.bindings = &binding.Table{Neighbors: neigh, RequireDHCP: l.DHCP != nil, StateDir: s.Disks.StateDir, Log: log}
 	s.bindings.Restore(s.names())
 	g, ctx := errgroup.WithContext(ctx)
+	s.ctx = ctx
+	g.Go(func() error { s.writeStatus(ctx); return nil })
 	if l.DHCP != nil {
 		proxy := &dhcp.Proxy{Backend: dhcp.BackendFunc(s.lookupMachine), ServerIP: s.Addr, Log: log, Answered: s.dhcpAnswered}
 		g.Go(func() error { return (&dhcp.Server{Handler: proxy, Log: log}).Serve(ctx, l.DHCP) })
@@ -130,8 +142,11 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 // first boot: copying and growing takes longer than a bootloader waits
 // for a TFTP answer.
 func (s *Server) prepareDisks(ctx context.Context) {
-	for _, n := range s.Nodes {
-		if _, err := os.Stat(s.Disks.ImagePath(n.Name)); err != nil {
+	for _, n := range s.current() {
+		if _, err := os.Stat(s.Disks.ImagePath(n.Name)); err != nil && s.Prepare != nil {
+			s.startPrepare(n.Name)
+			continue
+		} else if err != nil {
 			s.logger().Warn("netboot: no image for node yet; run `imgbake build "+n.Name+"`", "node", n.Name)
 			continue
 		}
@@ -146,17 +161,24 @@ func (s *Server) prepareDisks(ctx context.Context) {
 }
 
 // lookupMachine is the DHCP backend: nodes by serial (Pi 4/5) or MAC.
-func (s *Server) lookupMachine(_ context.Context, m dhcp.Machine) (dhcp.Node, error) {
-	for _, n := range s.Nodes {
+func (s *Server) lookupMachine(ctx context.Context, m dhcp.Machine) (dhcp.Node, error) {
+	for _, n := range s.current() {
 		if (m.Serial != "" && n.Serial == m.Serial) || (n.MAC != nil && m.MAC.String() == n.MAC.String()) {
 			return dhcp.Node{Name: n.Name}, nil
 		}
+	}
+	if s.Enroll != nil && (m.PXE || m.Serial != "") {
+		n, err := s.enrol(ctx, m)
+		if err != nil {
+			return dhcp.Node{}, fmt.Errorf("%w: %s: %w", dhcp.ErrUnknownMachine, m, err)
+		}
+		return dhcp.Node{Name: n.Name}, nil
 	}
 	return dhcp.Node{}, fmt.Errorf("%w: %s", dhcp.ErrUnknownMachine, m)
 }
 
 func (s *Server) byName(name string) (Node, bool) {
-	for _, n := range s.Nodes {
+	for _, n := range s.current() {
 		if n.Name == name {
 			return n, true
 		}
@@ -165,8 +187,9 @@ func (s *Server) byName(name string) (Node, bool) {
 }
 
 func (s *Server) names() []string {
-	names := make([]string, len(s.Nodes))
-	for i, n := range s.Nodes {
+	nodes := s.current()
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
 		names[i] = n.Name
 	}
 	return names
@@ -176,6 +199,7 @@ func (s *Server) names() []string {
 func (s *Server) dhcpAnswered(m dhcp.Machine, dn dhcp.Node) {
 	if n, ok := s.byName(dn.Name); ok {
 		s.bindings.DHCP(n.binding(), m.MAC)
+		s.setStatus(n, func(st *NodeStatus) { st.DHCP = time.Now().UTC() })
 	}
 }
 
@@ -206,7 +230,7 @@ func (s *Server) export(_ context.Context, name string, client netip.Addr) (nbd.
 		return nbd.Export{}, fmt.Errorf("reading the disk of %s: %w", name, err)
 	}
 	claim := func() (func(), error) { return s.bindings.ConnectNBD(n.binding(), client) }
-	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client, Claim: claim}, nil
+	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client, Claim: s.attached(n, client, claim)}, nil
 }
 
 // disk returns the open disk of name, reopening it when `netboot reset`
