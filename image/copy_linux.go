@@ -5,51 +5,89 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 
+	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
+// copyPiece bounds the data one copy_file_range worker takes at a time.
+const copyPiece = 32 << 20
+
 // cloneFile makes dst (empty, open for writing) a copy of src: a reflink
 // (FICLONE) where the filesystem offers it, else a copy of only the data
-// ranges (SEEK_DATA/SEEK_HOLE with copy_file_range), so holes stay holes.
+// ranges (SEEK_DATA/SEEK_HOLE) with copy_file_range on every core, so holes
+// stay holes.
 func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
 	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err == nil {
 		bar.Add(size)
 		return nil
 	}
-	var off int64
-	for off < size {
-		data, err := unix.Seek(int(src.Fd()), off, unix.SEEK_DATA)
-		if errors.Is(err, unix.ENXIO) {
-			bar.Add(size - off) // only a hole remains: it counts as copied
+	if err := dst.Truncate(size); err != nil {
+		return err
+	}
+	// The data ranges of src, in pieces.
+	var pieces [][2]int64
+	var data int64
+	for off := int64(0); off < size; {
+		start, end, ok := nextData(src, off, size)
+		if !ok {
 			break
 		}
-		if err != nil {
+		for p := start; p < end; p += copyPiece {
+			pieces = append(pieces, [2]int64{p, min(p+copyPiece, end)})
+		}
+		data += end - start
+		off = end
+	}
+	bar.Add(size - data) // holes count as copied
+	// The first piece tells whether copy_file_range works between these
+	// files at all (it fails across some filesystems).
+	if len(pieces) > 0 {
+		if err := copyRange(dst, src, pieces[0], bar); err != nil {
 			return copyPlain(dst, src, size, bar)
 		}
-		bar.Add(data - off) // the hole skipped before this data
-		hole, err := unix.Seek(int(src.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return fmt.Errorf("finding holes: %w", err)
-		}
-		hole = min(hole, size)
-		for data < hole {
-			in, out := data, data
-			n, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(hole-data), 0)
-			if err != nil || n == 0 {
-				if data == 0 && off == 0 {
-					return copyPlain(dst, src, size, bar)
-				}
-				return fmt.Errorf("copying data: %w", err)
-			}
-			data += int64(n)
-			bar.Add(int64(n))
-		}
-		off = hole
+		pieces = pieces[1:]
 	}
-	return dst.Truncate(size)
+	work := make(chan [2]int64)
+	var g errgroup.Group
+	for range runtime.GOMAXPROCS(0) {
+		g.Go(func() error {
+			var err error
+			for p := range work {
+				if err == nil {
+					err = copyRange(dst, src, p, bar)
+				}
+			}
+			return err
+		})
+	}
+	for _, p := range pieces {
+		work <- p
+	}
+	close(work)
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("copying data: %w", err)
+	}
+	return nil
+}
+
+// copyRange copies the bytes [p[0], p[1]) of src to the same offsets of
+// dst with copy_file_range.
+func copyRange(dst, src *os.File, p [2]int64, bar *progress.Bar) error {
+	for in, out := p[0], p[0]; in < p[1]; {
+		n, err := unix.CopyFileRange(int(src.Fd()), &in, int(dst.Fd()), &out, int(p[1]-in), 0)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return io.ErrUnexpectedEOF
+		}
+		bar.Add(int64(n))
+	}
+	return nil
 }
 
 // copyPlain copies src into dst byte by byte, leaving holes for zeros.
