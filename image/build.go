@@ -353,7 +353,7 @@ func (b *builder) grow(img *trackedFile, size int64) (bool, int64, error) {
 	if err := img.Truncate(target); err != nil {
 		return false, 0, fmt.Errorf("growing image file: %w", err)
 	}
-	rootPart, _ := info.part(info.RootPartition)
+	rootPart, _ := info.Partition(info.RootPartition)
 	partSize, err := t.growLast(img, rootPart.Number, target)
 	if err != nil {
 		return false, 0, fmt.Errorf("growing root partition: %w", err)
@@ -381,13 +381,13 @@ func (b *builder) grow(img *trackedFile, size int64) (bool, int64, error) {
 // applyPlan opens the filesystems of img and writes the plan into them.
 func (b *builder) applyPlan(img *trackedFile) ([]manifest.File, []manifest.Edit, error) {
 	o, info := b.o, b.o.Info
-	rootPart, _ := info.part(info.RootPartition)
+	rootPart, _ := info.Partition(info.RootPartition)
 	root, err := ext4.Open(img, rootPart.Start, rootPart.Size, &ext4.Options{Now: func() time.Time { return o.Epoch }, Log: o.Log})
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening root filesystem: %w", err)
 	}
 	a := &applier{root: root, o: o}
-	if bp, ok := info.part(info.BootPartition); ok {
+	if bp, ok := info.Partition(info.BootPartition); ok {
 		if a.boot, err = fat.Open(img, bp.Start, bp.Size, false, o.Epoch); err != nil {
 			root.Close()
 			return nil, nil, fmt.Errorf("opening boot partition: %w", err)

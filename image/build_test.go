@@ -91,9 +91,9 @@ func checkImage(t *testing.T, img string) *Info {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, _ := info.part(info.RootPartition)
+	root, _ := info.Partition(info.RootPartition)
 	run(t, "e2fsck", "-fn", partDev(img, root))
-	if bp, ok := info.part(info.BootPartition); ok {
+	if bp, ok := info.Partition(info.BootPartition); ok {
 		f := filepath.Join(t.TempDir(), "boot.img")
 		run(t, "dd", "if="+img, "of="+f, "bs=1M", "skip="+itoa(bp.Start>>20), "count="+itoa(bp.Size>>20), "status=none")
 		run(t, "fsck.vfat", "-n", f)
@@ -134,7 +134,7 @@ func TestBuildAppliesPlan(t *testing.T) {
 		t.Errorf("image uses %d bytes of disk for %d bytes, mostly unused: not sparse", st.Blocks*512, res.Size)
 	}
 	info := checkImage(t, res.Image)
-	root, _ := info.part(info.RootPartition)
+	root, _ := info.Partition(info.RootPartition)
 	if got := debugfsR(t, res.Image, root, "cat /etc/hostname"); !strings.Contains(got, "k5\n") {
 		t.Errorf("hostname: %q", got)
 	}
@@ -170,7 +170,7 @@ func TestBuildAppliesPlan(t *testing.T) {
 	if sha(mustRead(t, dump)) != sha(bytes.Repeat([]byte("k3s-binary\x00\x01\x02"), (3<<20)/13+1)[:3<<20]) {
 		t.Error("k3s binary content differs")
 	}
-	boot, _ := info.part(info.BootPartition)
+	boot, _ := info.Partition(info.BootPartition)
 	bootDev := res.Image + "@@" + itoa(boot.Start)
 	if got := run(t, "mtype", "-i", bootDev, "::/cmdline.txt"); !strings.HasSuffix(got, "quiet init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_memory=1 cgroup_enable=memory\n") {
 		t.Errorf("cmdline.txt: %q", got)
@@ -247,7 +247,7 @@ func checkBmap(t *testing.T, res *Result, m *manifest.Manifest) {
 	}
 	dst.Close()
 	info := checkImage(t, cp)
-	root, _ := info.part(info.RootPartition)
+	root, _ := info.Partition(info.RootPartition)
 	if got := debugfsR(t, cp, root, "cat /etc/hostname"); !strings.Contains(got, "k5") {
 		t.Errorf("hostname after bmap copy: %q", got)
 	}
@@ -306,7 +306,7 @@ func TestBuildGrowsWhenRootTooFull(t *testing.T) {
 				t.Fatalf("image not grown: %+v (base %d)", res, base.Size)
 			}
 			got := checkImage(t, res.Image)
-			root, _ := got.part(got.RootPartition)
+			root, _ := got.Partition(got.RootPartition)
 			if root.Start+root.Size != res.Size || got.RootFree < growMargin/2 {
 				t.Errorf("root partition %+v, free %d, image %d", root, got.RootFree, res.Size)
 			}

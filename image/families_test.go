@@ -46,10 +46,10 @@ func TestBuildEveryFamily(t *testing.T) {
 			}
 			var cmdline string
 			if info.OS.CmdlinePart == plan.Boot {
-				bp, _ := got.part(got.BootPartition)
+				bp, _ := got.Partition(got.BootPartition)
 				cmdline = run(t, "mtype", "-i", res.Image+"@@"+itoa(bp.Start), "::"+info.OS.CmdlinePath)
 			} else {
-				rp, _ := got.part(got.RootPartition)
+				rp, _ := got.Partition(got.RootPartition)
 				cmdline = debugfsR(t, res.Image, rp, "cat "+info.OS.CmdlinePath)
 			}
 			if !strings.HasSuffix(cmdline, " cgroup_enable=memory\n") {
@@ -117,7 +117,7 @@ func TestBuildGPT(t *testing.T) {
 		t.Errorf("sfdisk --verify:\n%s", v)
 	}
 	got := checkImage(t, res.Image)
-	root, _ := got.part(got.RootPartition)
+	root, _ := got.Partition(got.RootPartition)
 	if root.end() != res.Size-33*512 {
 		t.Errorf("GPT root ends at %d, want %d (image %d)", root.end(), res.Size-33*512, res.Size)
 	}

@@ -41,10 +41,11 @@ type Info struct {
 	BootFree int64 `json:"boot_free"`
 }
 
-// part returns the partition numbered n.
-func (in *Info) part(n int) (Partition, bool) {
+// Partition returns the partition numbered n (a BootPartition or
+// RootPartition number); false for 0 or a number the image lacks.
+func (in *Info) Partition(n int) (Partition, bool) {
 	for _, p := range in.Partitions {
-		if p.Number == n {
+		if p.Number == n && n != 0 {
 			return p, true
 		}
 	}
@@ -116,7 +117,7 @@ func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
 	}
 	info.RootSize, info.RootFree = root.Size(), root.FreeBytes()
 	var boot *fat.FS
-	if bp, ok := info.part(info.BootPartition); ok {
+	if bp, ok := info.Partition(info.BootPartition); ok {
 		if boot, err = fat.Open(r, bp.Start, bp.Size, true, time.Time{}); err != nil {
 			return nil, fmt.Errorf("opening boot partition %d: %w", bp.Number, err)
 		}

@@ -46,12 +46,12 @@ func TestInspectFixtures(t *testing.T) {
 			if info.Table != "mbr" || info.DiskID != spec.PartUUID(0)[:8] {
 				t.Errorf("table %s disk id %s, want mbr %08x", info.Table, info.DiskID, spec.DiskID)
 			}
-			root, _ := info.part(info.RootPartition)
+			root, _ := info.Partition(info.RootPartition)
 			if root.FS != "ext4" || root.Label != spec.RootLabel || root.PartUUID != spec.PartUUID(root.Number) {
 				t.Errorf("root partition %+v", root)
 			}
 			if spec.BootLabel != "" {
-				boot, _ := info.part(info.BootPartition)
+				boot, _ := info.Partition(info.BootPartition)
 				if boot.FS != "fat32" || boot.Label != spec.BootLabel {
 					t.Errorf("boot partition %+v, want fat32 %q", boot, spec.BootLabel)
 				}
@@ -73,11 +73,11 @@ func TestInspectRefuses(t *testing.T) {
 		want   string
 	}{
 		{"no ext4 root", func(t *testing.T, img string, info *Info) {
-			root, _ := info.part(info.RootPartition)
+			root, _ := info.Partition(info.RootPartition)
 			zeroAt(t, img, root.Start+1024, 1024) // wipe the superblock
 		}, "no ext4 root partition found (with /etc/os-release): partitions are p1 0x0c fat32 \"bootfs\", p2 0x83 unknown filesystem"},
 		{"unknown OS", func(t *testing.T, img string, info *Info) {
-			root, _ := info.part(info.RootPartition)
+			root, _ := info.Partition(info.RootPartition)
 			debugfsW(t, img, root, "rm /etc/rpi-issue")
 		}, "unknown OS: /etc/os-release says ID=debian VERSION_CODENAME=bookworm"},
 		{"corrupt partition table", func(t *testing.T, img string, info *Info) {
@@ -89,7 +89,7 @@ func TestInspectRefuses(t *testing.T) {
 		}, "corrupt partition table: partition 2"},
 		{"no table", func(t *testing.T, img string, info *Info) { zeroAt(t, img, 0, 512) }, "no partition table"},
 		{"no ELF", func(t *testing.T, img string, info *Info) {
-			root, _ := info.part(info.RootPartition)
+			root, _ := info.Partition(info.RootPartition)
 			for _, p := range []string{"/usr/bin/dash", "/usr/bin/env", "/usr/lib/systemd/systemd"} {
 				debugfsW(t, img, root, "rm "+p)
 			}

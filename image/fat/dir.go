@@ -223,26 +223,13 @@ func (f *FS) ReadDir(p string) ([]DirEntry, error) {
 
 // ReadFile returns the content of the file p; fs.ErrNotExist if missing.
 func (f *FS) ReadFile(p string) ([]byte, error) {
-	d, name, err := f.walk(p, false)
+	file, err := f.Open(p)
 	if err != nil {
 		return nil, err
 	}
-	e, ok := d.find(name)
-	if !ok || e.IsDir {
-		return nil, fmt.Errorf("%s: %w", p, fs.ErrNotExist)
-	}
-	cs, err := f.chain(e.clus)
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(cs))*f.ClusterSize() < e.Size {
-		return nil, fmt.Errorf("%s: %w: file shorter than its size", p, ErrCorrupt)
-	}
-	out := make([]byte, e.Size)
-	for i := int64(0); i*f.ClusterSize() < e.Size; i++ {
-		if _, err := f.r.ReadAt(out[i*f.ClusterSize():min(e.Size, (i+1)*f.ClusterSize())], f.clusterOff(cs[i])); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", p, err)
-		}
+	out := make([]byte, file.Size())
+	if _, err := file.ReadAt(out, 0); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
 	}
 	return out, nil
 }

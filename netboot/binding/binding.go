@@ -46,6 +46,7 @@ package binding
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imgbake/imgbake/netboot"
 )
 
 // DefaultWindow is the boot window: how long a DHCP exchange counts as
@@ -109,6 +112,7 @@ type Table struct {
 
 	mu    sync.Mutex
 	nodes map[string]*session
+	lines netboot.LogLimit
 }
 
 // session is what the table knows of one node.
@@ -215,12 +219,12 @@ func (t *Table) decide(n Node, from netip.Addr, commit bool) (net.HardwareAddr, 
 	s := t.get(n.Name)
 	log := t.log().With("node", n.Name, "client", from)
 	if !ok {
-		log.Warn("netboot: refusing a boot request from an address with no neighbour entry (not on the nodes' link?)")
+		t.refusal(log, slog.LevelWarn, n, from, "netboot: refusing a boot request from an address with no neighbour entry (not on the nodes' link?)")
 		return nil, fmt.Errorf("%w: no neighbour entry for %v", ErrRefused, from)
 	}
 	log = log.With("mac", mac.String())
 	if n.MAC != nil && !bytes.Equal(mac, n.MAC) {
-		log.Error("netboot: possible impersonation: a boot request for the node comes from a MAC that is not the node's; refusing",
+		t.refusal(log, slog.LevelError, n, from, "netboot: possible impersonation: a boot request for the node comes from a MAC that is not the node's; refusing",
 			"node_mac", n.MAC.String())
 		return nil, fmt.Errorf("%w: MAC %v is not the node's", ErrRefused, mac)
 	}
@@ -233,7 +237,7 @@ func (t *Table) decide(n Node, from netip.Addr, commit bool) (net.HardwareAddr, 
 	}
 	dhcpAt, exchanged := s.dhcp[mac.String()]
 	if t.RequireDHCP && (!exchanged || now.Sub(dhcpAt) > t.window()) {
-		log.Warn("netboot: refusing a boot request that follows no DHCP exchange of the node from its MAC")
+		t.refusal(log, slog.LevelWarn, n, from, "netboot: refusing a boot request that follows no DHCP exchange of the node from its MAC")
 		return nil, fmt.Errorf("%w: no DHCP exchange from %v", ErrRefused, mac)
 	}
 	if s.addr.IsValid() {
@@ -241,7 +245,7 @@ func (t *Table) decide(n Node, from netip.Addr, commit bool) (net.HardwareAddr, 
 		rebooted := sameMAC && t.RequireDHCP && exchanged && dhcpAt.After(s.boundAt)
 		live := s.connected > 0 || now.Sub(s.last) <= t.window()
 		if s.connected > 0 || (live && !rebooted && !(sameMAC && !t.RequireDHCP)) {
-			log.Error("netboot: possible impersonation: a second address asks for the files of a node whose boot session is live; "+
+			t.refusal(log, slog.LevelError, n, from, "netboot: possible impersonation: a second address asks for the files of a node whose boot session is live; "+
 				"refusing it, the node keeps its disk (if the node really moved, it binds again once its old session ends)",
 				"bound_address", s.addr, "bound_mac", s.mac.String(), "nbd_connected", s.connected > 0)
 			return nil, fmt.Errorf("%w: the node's session is live", ErrRefused)
@@ -256,6 +260,20 @@ func (t *Table) decide(n Node, from netip.Addr, commit bool) (net.HardwareAddr, 
 		s.addr, s.mac, s.boundAt, s.last = from, mac, now, now
 	}
 	return mac, nil
+}
+
+// refusal logs a refused request, at most once a minute per node, client
+// and message (see netboot.LogLimit): a flood of requests is not a flood of
+// lines.
+func (t *Table) refusal(log *slog.Logger, level slog.Level, n Node, from netip.Addr, msg string, args ...any) {
+	ok, dropped := t.lines.Allow(n.Name + " " + from.String() + " " + msg)
+	if !ok {
+		return
+	}
+	if dropped > 0 {
+		args = append(args, "dropped_lines", dropped)
+	}
+	log.Log(context.Background(), level, msg, args...)
 }
 
 // Bound returns the node bound to address a, for requests that name no
@@ -326,10 +344,10 @@ func (t *Table) checkNBD(n Node, from netip.Addr) (*session, error) {
 	log := t.log().With("node", n.Name, "client", from, "mac", mac.String())
 	switch {
 	case !s.addr.IsValid():
-		log.Warn("netboot: refusing the node's disk: the node has not booted (no TFTP request bound it)")
+		t.refusal(log, slog.LevelWarn, n, from, "netboot: refusing the node's disk: the node has not booted (no TFTP request bound it)")
 		return nil, fmt.Errorf("%w: not bound", ErrRefused)
 	case s.addr != from || !ok || !bytes.Equal(mac, s.mac):
-		log.Error("netboot: possible impersonation: refusing the node's disk to an address or MAC it is not bound to",
+		t.refusal(log, slog.LevelError, n, from, "netboot: possible impersonation: refusing the node's disk to an address or MAC it is not bound to",
 			"bound_address", s.addr, "bound_mac", s.mac.String())
 		return nil, fmt.Errorf("%w: bound elsewhere", ErrRefused)
 	}

@@ -47,9 +47,9 @@ const (
 // helperConfig is what the test passes to the server process.
 type helperConfig struct {
 	StateDir, ImageDir string
-	Serial             string
-	MAC                string // "" for a node known by serial only
+	MAC                string // k5's; "" for a node known by serial only
 	DHCP               string // interface for the DHCP proxy; "" for none
+	K6                 bool   // a second node, k6 (serial 5678abcd, evilMAC)
 }
 
 // TestServerHelper is the server process of the namespace tests; it does
@@ -67,7 +67,12 @@ func TestServerHelper(t *testing.T) {
 	if c.MAC != "" {
 		n.MAC, _ = net.ParseMAC(c.MAC)
 	}
-	s := &Server{Nodes: []Node{n}, Disks: &node.Store{StateDir: c.StateDir, ImageDir: c.ImageDir, DiskSize: 256 << 20},
+	nodes := []Node{n}
+	if c.K6 {
+		mac, _ := net.ParseMAC(evilMAC)
+		nodes = append(nodes, Node{Name: "k6", Serial: "5678abcd", MAC: mac})
+	}
+	s := &Server{Nodes: nodes, Disks: &node.Store{StateDir: c.StateDir, ImageDir: c.ImageDir, DiskSize: 256 << 20},
 		Addr: netip.MustParseAddr(srvIP), Init: func(string) ([]byte, error) { return []byte(ourInit), nil },
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
@@ -445,5 +450,86 @@ func TestImpersonationNoDHCPNetns(t *testing.T) {
 	}
 	if !strings.Contains(l.log(t), "possible impersonation") {
 		t.Error("no impersonation logged")
+	}
+}
+
+// TestFloodNetns is the memory attack of issue #9 section 2 on TFTP: a
+// host (here a node of the cluster, k6, so that its requests pass the
+// binding) opens 500 transfers of a 24 MiB kernel and never acknowledges
+// a block. The server must stay below 100 MB resident, and k5 must boot
+// (fetch its kernel) during the flood.
+func TestFloodNetns(t *testing.T) {
+	l := newLAN(t)
+	kernel := bytes.Repeat([]byte("kernel8 "), 3<<20) // 24 MiB
+	img := filepath.Join(l.dir, "out", "k5.img")
+	writeFAT(t, img, "kernel8.img", string(kernel))
+	fixture.Run(t, "cp", "--sparse=always", img, filepath.Join(l.dir, "out", "k6.img"))
+	srv := l.start(t, helperConfig{DHCP: "br0", K6: true})
+	if err := piDHCP(t, l.evil, "e0", evilMAC, 0x5678abcd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tftpFrom(t, l.evil, "5678abcd/config.txt"); err != nil {
+		t.Fatalf("k6 boots: %v", err)
+	}
+	base := srv.rss(t)
+
+	const flood = 500
+	var socks []net.PacketConn
+	if err := l.evil.Do(func() error {
+		for range flood {
+			c, err := net.ListenPacket("udp4", evilIP+":0")
+			if err != nil {
+				return err
+			}
+			socks = append(socks, c)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, c := range socks {
+			c.Close()
+		}
+	}()
+	to := &net.UDPAddr{IP: net.ParseIP(srvIP), Port: 69}
+	rrq := append([]byte{0, 1}, "5678abcd/kernel8.img\x00octet\x00blksize\x001468\x00"...)
+	for _, c := range socks {
+		if _, err := c.WriteTo(rrq, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peak := base
+	stop := make(chan bool)
+	sampled := make(chan int64)
+	go func() {
+		p := base
+		for {
+			select {
+			case <-stop:
+				sampled <- p
+				return
+			case <-time.After(20 * time.Millisecond):
+				p = max(p, srv.rss(t))
+			}
+		}
+	}()
+	// k5 boots during the flood.
+	if err := piDHCP(t, l.node, "n0", nodeMAC, 0x1234abcd); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tftpFrom(t, l.node, "1234abcd/kernel8.img")
+	if err != nil || !bytes.Equal(got, kernel) {
+		t.Errorf("k5 during the flood: %d bytes, %v", len(got), err)
+	}
+	time.Sleep(time.Second)
+	close(stop)
+	peak = <-sampled
+	t.Logf("server RSS: %d MB before the flood, %d MB peak during it (%d requests for a %d MiB file)", base>>20, peak>>20, flood, len(kernel)>>20)
+	if peak > 100<<20 {
+		t.Errorf("server RSS reached %d MB under the flood, want below 100 MB", peak>>20)
+	}
+	if busy := strings.Count(l.log(t), "too many transfers"); busy == 0 || busy > 5 {
+		t.Errorf("%d busy lines logged for %d refused requests, want a few", busy, flood-4)
 	}
 }

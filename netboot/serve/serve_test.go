@@ -76,7 +76,7 @@ func nodeImage(t *testing.T, dir string) (img string, initrd []byte) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	rp, _ := partition(info, info.RootPartition)
+	rp, _ := info.Partition(info.RootPartition)
 	root, err := ext4.Open(f, rp.Start, rp.Size, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +295,7 @@ func writeFAT(t *testing.T, img, name, data string) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	bp, _ := partition(info, info.BootPartition)
+	bp, _ := info.Partition(info.BootPartition)
 	boot, err := fat.Open(f, bp.Start, bp.Size, false, time.Unix(0, 0))
 	if err != nil {
 		t.Fatal(err)

@@ -76,8 +76,10 @@ type Server struct {
 	fleet    fleet
 	ctx      context.Context // Serve's, for background builds
 	mu       sync.Mutex
-	disks    map[string]*openDisk
+	disks    map[string]*openDisk // for NBD
 	stale    []*os.File
+	boots    map[string]*bootDisk // for TFTP
+	lines    netboot.LogLimit     // for unknown Pis
 }
 
 // Listeners are the sockets Serve uses; the caller opens them (tests use
@@ -270,7 +272,13 @@ func (s *Server) closeDisks() {
 	for _, f := range s.stale {
 		f.Close()
 	}
-	s.disks, s.stale = nil, nil
+	for _, d := range s.boots {
+		d.refs-- // transfers have ended: Serve waited for them
+		if d.refs == 0 {
+			d.f.Close()
+		}
+	}
+	s.disks, s.stale, s.boots = nil, nil, nil
 }
 
 func (s *Server) nbdServer() netip.AddrPort {

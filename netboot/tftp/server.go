@@ -16,9 +16,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"time"
 
 	pintftp "github.com/pin/tftp/v3"
+
+	"github.com/imgbake/imgbake/netboot"
 )
 
 // ErrNotFound is returned by a Resolver for a file the node does not have.
@@ -48,10 +51,15 @@ func (f ResolverFunc) Resolve(ctx context.Context, req Request) (File, error) {
 	return f(ctx, req)
 }
 
-// Defaults for the Server's optional fields.
+// Defaults for the Server's optional fields. A Pi bootloader fetches one
+// file at a time (after a first request for the size it aborts), so a few
+// transfers per address are plenty; a transfer whose client stops
+// acknowledging ends after Timeout * (Retries+1), about 6 s.
 const (
-	DefaultTimeout = time.Second
-	DefaultRetries = 5
+	DefaultTimeout      = time.Second
+	DefaultRetries      = 5
+	DefaultMaxTransfers = 64
+	DefaultMaxPerClient = 4
 )
 
 // maxBlocks is the last block number a bootloader without rollover can ack:
@@ -74,6 +82,16 @@ type Server struct {
 	Timeout time.Duration
 	// Retries is how many times a block is resent (default DefaultRetries).
 	Retries int
+	// MaxTransfers bounds the transfers in progress (default
+	// DefaultMaxTransfers); MaxPerClient bounds them per client address
+	// (default DefaultMaxPerClient). A request beyond either is refused
+	// with "server busy" before it is resolved.
+	MaxTransfers, MaxPerClient int
+
+	mu        sync.Mutex
+	active    map[netip.Addr]int
+	total     int
+	busyLines netboot.LogLimit
 }
 
 // Serve answers TFTP requests arriving on conn until ctx is cancelled, then
@@ -133,6 +151,13 @@ func (s *Server) handleRead(ctx context.Context, name string, rf io.ReaderFrom) 
 		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	}
 	log = log.With("client", client.String(), "file", logName(name))
+	if !s.acquire(client.Addr()) {
+		if ok, dropped := s.busyLines.Allow(client.Addr().String()); ok {
+			log.Warn("tftp: refusing request: too many transfers in progress, from this client or in all", "dropped_lines", dropped)
+		}
+		return errBusy
+	}
+	defer s.release(client.Addr())
 	req, err := ParsePath(name)
 	req.Client = client
 	if err != nil {
@@ -172,6 +197,33 @@ func (s *Server) handleRead(ctx context.Context, name string, rf io.ReaderFrom) 
 	}
 	log.Debug("tftp: sent", "bytes", n, "duration", time.Since(start))
 	return nil
+}
+
+// errBusy refuses a request beyond the transfer limits.
+var errBusy = errors.New("server busy")
+
+// acquire takes a transfer slot for client, if one is free.
+func (s *Server) acquire(client netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= cmp.Or(s.MaxTransfers, DefaultMaxTransfers) || s.active[client] >= cmp.Or(s.MaxPerClient, DefaultMaxPerClient) {
+		return false
+	}
+	if s.active == nil {
+		s.active = map[netip.Addr]int{}
+	}
+	s.active[client]++
+	s.total++
+	return true
+}
+
+func (s *Server) release(client netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.active[client]--; s.active[client] <= 0 {
+		delete(s.active, client)
+	}
 }
 
 // logName quotes a client-supplied name for a log line, bounded in length.

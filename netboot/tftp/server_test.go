@@ -325,3 +325,59 @@ func TestServePacketLoss(t *testing.T) {
 		t.Fatalf("only %d packets dropped; the test did not exercise loss", lc.dropped)
 	}
 }
+
+// TestServeLimits: a client that opens transfers and never acknowledges
+// gets DefaultMaxPerClient of them, the rest are refused at once with
+// "server busy"; another client is still served; the stalled transfers
+// end after the retransmit timeouts.
+func TestServeLimits(t *testing.T) {
+	want := randomBytes(100_000, 3)
+	ts := startServer(t, testFiles{"1234abcd/kernel8.img": want}, 100*time.Millisecond)
+	var conns []net.PacketConn
+	for range DefaultMaxPerClient + 3 {
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+		c.WriteTo(rrq("1234abcd/kernel8.img", "blksize", "1024"), ts.addr)
+	}
+	busy := 0
+	buf := make([]byte, 2048)
+	for _, c := range conns {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if binary.BigEndian.Uint16(buf) == 5 && bytes.Contains(buf[4:n], []byte("server busy")) {
+			busy++
+		}
+	}
+	if busy != 3 {
+		t.Errorf("%d of %d stalled requests refused as busy, want 3", busy, len(conns))
+	}
+	if !strings.Contains(ts.log.String(), "too many transfers") {
+		t.Error("no busy line logged")
+	}
+	// Another address is served meanwhile.
+	c, err := net.ListenPacket("udp4", "127.0.0.2:0")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer c.Close()
+	if got, err := (&rawClient{conn: c, server: ts.addr, timeout: time.Second}).get("1234abcd/kernel8.img", 1024); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("another client during the stall: %d bytes, %v", len(got), err)
+	}
+	// The stalled transfers time out and free their slots.
+	time.Sleep(100 * time.Millisecond * (DefaultRetries + 3))
+	again, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	if got, err := (&rawClient{conn: again, server: ts.addr, timeout: time.Second}).get("1234abcd/kernel8.img", 1024); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("after the stalled transfers timed out: %d bytes, %v", len(got), err)
+	}
+}
