@@ -31,7 +31,7 @@ func lyingBase(t *testing.T, name string, damage func(img string, info *Info)) s
 
 func rootPart(t *testing.T, info *Info) Partition {
 	t.Helper()
-	p, ok := info.part(info.RootPartition)
+	p, ok := info.Partition(info.RootPartition)
 	if !ok {
 		t.Fatal("no root partition")
 	}
