@@ -3,18 +3,14 @@ package dhcp
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/imgbake/imgbake/internal/testlog"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
@@ -116,70 +112,4 @@ func TestProxyInNetns(t *testing.T) {
 	if ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(net.IPv4zero) {
 		t.Fatalf("reply to REQUEST:\n%s", ack.Summary())
 	}
-}
-
-// TestLeasesUdhcpc gets a lease with busybox udhcpc in a network namespace,
-// releases it on exit, and checks the lease file.
-func TestLeasesUdhcpc(t *testing.T) {
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox not installed (apt-get install busybox-static): skipping the udhcpc interop test")
-	}
-	tn := newTestNet(t)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "leases.json")
-	h := newLeases(t, file)
-	h.AllowUnknown = true
-	var log testlog.Buffer
-	h.Log = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	conn := listenIn(t, tn.srv, "vs", "0.0.0.0:67")
-	srv := &Server{Handler: h, Log: h.Log}
-	defer func() {
-		if t.Failed() {
-			t.Logf("server log:\n%s", log.String())
-		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, conn) }()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	script := filepath.Join(dir, "script")
-	out := filepath.Join(dir, "out")
-	// Configure the address as a real script would: udhcpc sends RELEASE
-	// from it.
-	os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $ip $subnet $router $lease\" >> "+out+
-		"\n[ \"$1\" = bound ] && ip addr add $ip/$mask dev $interface\nexit 0\n"), 0o755)
-	// udhcpc stays in the foreground; SIGUSR2 makes it release its lease
-	// (busybox's -q exits before it is BOUND, so -q -R releases nothing).
-	cmd := exec.Command("ip", "netns", "exec", tn.cli, busybox, "udhcpc", "-i", "vc", "-f", "-n", "-t", "5", "-T", "1", "-s", script)
-	var b testlog.Buffer
-	cmd.Stdout, cmd.Stderr = &b, &b
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	var events []byte
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !bytes.Contains(events, []byte("bound")); time.Sleep(20 * time.Millisecond) {
-		events, _ = os.ReadFile(out)
-	}
-	if !bytes.Contains(events, []byte("bound 10.77.0.100 255.255.255.0 10.77.0.1 3600")) {
-		t.Fatalf("udhcpc did not bind 10.77.0.100/24 via 10.77.0.1 for 3600 s:\n%s\n%s", events, b.String())
-	}
-	lf, err := os.ReadFile(file)
-	if err != nil || !bytes.Contains(lf, []byte(`"addr": "10.77.0.100"`)) {
-		t.Fatalf("lease file after bind: %v\n%s", err, lf)
-	}
-	cmd.Process.Signal(syscall.SIGUSR2)
-	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		lf, err = os.ReadFile(file)
-		var f leaseFile
-		if err == nil && json.Unmarshal(lf, &f) == nil && len(f.Leases) == 1 &&
-			f.Leases[0].Addr.String() == "10.77.0.100" && time.Until(f.Leases[0].Expires) < time.Minute {
-			return
-		}
-	}
-	t.Errorf("lease file does not show 10.77.0.100 released after udhcpc -R exited: %v\n%s\nudhcpc:\n%s\nscript:\n%s", err, lf, b.String(), events)
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/imgbake/imgbake/netboot"
 )
 
 // rememberFor is how long a Pi seen in a DISCOVER is recognised in a
@@ -45,8 +47,9 @@ type Proxy struct {
 	// machine m, which the Backend said is node n, is booting.
 	Answered func(m Machine, n Node)
 
-	mu   sync.Mutex
-	seen map[string]seenPi // by MAC
+	mu    sync.Mutex
+	seen  map[string]seenPi // by MAC
+	lines netboot.LogLimit
 }
 
 type seenPi struct {
@@ -60,6 +63,12 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 		return nil, errors.New("proxy DHCP: ServerIP must be an IPv4 address")
 	}
 	m := machineOf(req)
+	if req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified() {
+		// Relays are not supported: the Pis must be on the server's link
+		// (the binding of a node's disk checks the neighbour table).
+		p.logf(m, slog.LevelDebug, "dhcp: ignoring a relayed request (the Pis must be on this server's network)", "relay", req.GatewayIPAddr.String())
+		return nil, nil
+	}
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		if !m.PXE {
@@ -70,7 +79,7 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 			return nil, err
 		}
 		p.remember(m, node)
-		p.logger().Info("dhcp: offering network boot", "node", piLabel(m, node), "machine", m.String())
+		p.logf(m, slog.LevelInfo, "dhcp: offering network boot", "node", piLabel(m, node))
 		return p.answer(req, m, node, dhcpv4.MessageTypeOffer)
 	case dhcpv4.MessageTypeRequest:
 		node, ok := p.recall(m)
@@ -90,6 +99,21 @@ func (p *Proxy) Handle(ctx context.Context, req *dhcpv4.DHCPv4, _ net.Addr) (*Re
 	return nil, nil
 }
 
+// logf logs a line about machine m, at most one per machine and message
+// a minute and 20 a minute in all (see netboot.LogLimit): requests from
+// made-up machines cannot flood the log.
+func (p *Proxy) logf(m Machine, level slog.Level, msg string, args ...any) {
+	ok, dropped := p.lines.Allow(m.MAC.String() + " " + msg)
+	if !ok {
+		return
+	}
+	args = append(args, "machine", m.String())
+	if dropped > 0 {
+		args = append(args, "dropped_lines", dropped)
+	}
+	p.logger().Log(context.Background(), level, msg, args...)
+}
+
 func (p *Proxy) logger() *slog.Logger {
 	if p.Log == nil {
 		return slog.New(slog.DiscardHandler)
@@ -101,7 +125,7 @@ func (p *Proxy) lookup(ctx context.Context, m Machine, logUnknown bool) (Node, b
 	node, err := p.Backend.Lookup(ctx, m)
 	if errors.Is(err, ErrUnknownMachine) {
 		if logUnknown {
-			p.logger().Info("dhcp: not answering a Pi that is not in the cluster; add its MAC or serial to boot it", "machine", m.String())
+			p.logf(m, slog.LevelInfo, "dhcp: not answering a Pi that is not in the cluster; add its MAC or serial to boot it")
 		}
 		return Node{}, false, nil
 	}
@@ -181,5 +205,5 @@ func (p *Proxy) reply(req *dhcpv4.DHCPv4, m Machine, n Node, typ dhcpv4.MessageT
 		resp.ServerIPAddr = net.IP(tftp.AsSlice())
 		resp.UpdateOption(dhcpv4.OptTFTPServerName(tftp.String()))
 	}
-	return &Reply{Packet: resp, To: replyTo(req)}, nil
+	return &Reply{Packet: resp, To: replyTo()}, nil
 }

@@ -55,6 +55,8 @@ func TestProxyDecisions(t *testing.T) {
 	laptop.Options.Del(dhcpv4.OptionClassIdentifier)
 	relayed := piDiscover(t, pi4MAC, opt97)
 	relayed.GatewayIPAddr = net.IPv4(10, 1, 0, 1)
+	aimed := piDiscover(t, pi4MAC, opt97)
+	aimed.ClientIPAddr = net.IPv4(10, 77, 0, 99) // another host: the reply must not go there
 	tests := []struct {
 		name    string
 		req     *dhcpv4.DHCPv4
@@ -68,7 +70,8 @@ func TestProxyDecisions(t *testing.T) {
 		{name: "pi3 ROM discover, other TFTP host", req: piDiscover(t, pi3MAC, nil), want: dhcpv4.MessageTypeOffer, to: "255.255.255.255:68", siaddr: "10.77.0.9", opt66: "10.77.0.9"},
 		{name: "unknown pi", req: piDiscover(t, unknown, piOpt97("RPi4", 1, unknown, 0xffff0000))},
 		{name: "not a Pi bootloader", req: laptop},
-		{name: "relayed", req: relayed, want: dhcpv4.MessageTypeOffer, to: "10.1.0.1:67", siaddr: "0.0.0.0"},
+		{name: "relayed: not answered", req: relayed},
+		{name: "client address set: still broadcast", req: aimed, want: dhcpv4.MessageTypeOffer, to: "255.255.255.255:68", siaddr: "0.0.0.0"},
 		{name: "pi4 request without option 60", req: piRequest(t, pi4MAC, nil, net.IPv4(10, 77, 0, 254), net.IPv4(10, 77, 0, 60)), want: dhcpv4.MessageTypeAck, to: "255.255.255.255:68", siaddr: "0.0.0.0"},
 		{name: "unknown request", req: piRequest(t, unknown, nil, net.IPv4(10, 77, 0, 254), net.IPv4(10, 77, 0, 61))},
 	}

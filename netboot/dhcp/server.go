@@ -2,9 +2,9 @@
 //
 // The shape follows tinkerbell/smee: a Server owns the socket loop, a
 // Handler decides each reply, and a Backend answers "what do I know about
-// this machine". Two handlers are provided: Proxy (proxyDHCP: PXE boot
-// information only, never an address; for networks that already have a DHCP
-// server) and Leases (a full DHCP server for a dedicated cluster network).
+// this machine". The handler provided is Proxy (proxyDHCP: PXE boot
+// information only, never an address): addresses come from the network's
+// own DHCP server (a router, or dnsmasq on a dedicated cluster network).
 package dhcp
 
 import (
@@ -27,9 +27,6 @@ type Node struct {
 	// TFTPServer is the address the node fetches its boot files from; the
 	// zero Addr means the DHCP server's own address.
 	TFTPServer netip.Addr
-	// Address is the node's static lease in full DHCP mode (ignored by
-	// Proxy); the zero Addr means "allocate from the pool".
-	Address netip.Addr
 }
 
 // ErrUnknownMachine is wrapped by Backend errors for machines it does not
@@ -67,6 +64,8 @@ type Server struct {
 	// Log receives a line per dropped packet or failed send (debug for
 	// packets that are not DHCP requests). Nil means silent.
 	Log *slog.Logger
+
+	lines netboot.LogLimit
 }
 
 // Serve answers requests on conn until ctx is cancelled (it then returns
@@ -112,7 +111,9 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, conn net.PacketCo
 	}
 	reply, err := s.Handler.Handle(ctx, req, from)
 	if err != nil {
-		log.Warn("dhcp: handling request", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err)
+		if ok, dropped := s.lines.Allow(req.ClientHWAddr.String()); ok {
+			log.Warn("dhcp: handling request", "mac", req.ClientHWAddr.String(), "type", req.MessageType().String(), "err", err, "dropped_lines", dropped)
+		}
 		return
 	}
 	if reply == nil {
@@ -123,16 +124,13 @@ func (s *Server) handle(ctx context.Context, log *slog.Logger, conn net.PacketCo
 	}
 }
 
-// replyTo picks where a reply to req goes (RFC 2131 section 4.1): the relay
-// agent if there is one, the client's own address if it has one, otherwise
-// a broadcast on the client port (the client cannot receive unicast yet).
-func replyTo(req *dhcpv4.DHCPv4) *net.UDPAddr {
-	switch {
-	case req.GatewayIPAddr != nil && !req.GatewayIPAddr.IsUnspecified():
-		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: dhcpv4.ServerPort}
-	case req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
-		return &net.UDPAddr{IP: req.ClientIPAddr, Port: dhcpv4.ClientPort}
-	}
+// replyTo is where every reply goes: a broadcast to the client port on
+// the interface the server listens on. A Pi bootloader has no address
+// yet and takes the broadcast (it sets the broadcast flag); the relay
+// (giaddr) and client (ciaddr) fields of a request are never used as
+// destinations, so a spoofed request cannot aim a reply at another host.
+// Relayed requests are not answered (see Proxy.Handle).
+func replyTo() *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
 }
 

@@ -72,7 +72,7 @@ func FuzzSession(f *testing.F) {
 			Backend: staticBackend{"d": {Disk: disk, Size: int64(len(disk)), Client: netip.MustParseAddr("127.0.0.1")}},
 			Log:     slog.New(slog.DiscardHandler),
 		}
-		srv.serveConn(context.Background(), scriptConn{bytes.NewReader(script)})
+		srv.serveConn(context.Background(), scriptConn{bytes.NewReader(script)}, nil)
 		if len(srv.active) != 0 {
 			t.Fatalf("export still claimed after the connection ended: %v", srv.active)
 		}

@@ -28,7 +28,7 @@ type session struct {
 // handshake runs the fixed newstyle negotiation and returns the export the
 // client chose, already claimed for this connection.
 func (s *session) handshake(ctx context.Context) (Export, error) {
-	s.br = bufio.NewReaderSize(s.conn, 128<<10)
+	s.br = bufio.NewReaderSize(s.conn, 4096)
 	hello := make([]byte, 18)
 	binary.BigEndian.PutUint64(hello[0:], magicNBD)
 	binary.BigEndian.PutUint64(hello[8:], magicIHaveOpt)

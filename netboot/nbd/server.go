@@ -10,6 +10,8 @@
 package nbd
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/imgbake/imgbake/netboot"
 )
 
 // Disk is an export's backing store, typically an *os.File or a section of
@@ -80,8 +84,15 @@ type Lister interface {
 	List(ctx context.Context, client netip.Addr) ([]string, error)
 }
 
-// HandshakeTimeout bounds the time a client may take to pick an export.
-const HandshakeTimeout = 30 * time.Second
+// Defaults for the Server's handshake limits. The netboot /init and
+// qemu-nbd finish a handshake in a few round trips; a client that has not
+// picked an export by then is dropped. Connections beyond the limits are
+// closed as soon as they are accepted.
+const (
+	DefaultHandshakeTimeout       = 10 * time.Second
+	DefaultMaxHandshakes          = 64
+	DefaultMaxHandshakesPerClient = 4
+)
 
 // Server serves NBD exports. The zero value is not usable: set Backend.
 type Server struct {
@@ -90,10 +101,20 @@ type Server struct {
 	// Log receives a line for every refused client, dropped connection and
 	// I/O error, debug lines for connects and disconnects. Nil means silent.
 	Log *slog.Logger
+	// HandshakeTimeout bounds the time a client may take to pick an export
+	// (DefaultHandshakeTimeout if 0).
+	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the connections still in their handshake
+	// (DefaultMaxHandshakes if 0); MaxHandshakesPerClient bounds them per
+	// client address (DefaultMaxHandshakesPerClient if 0).
+	MaxHandshakes, MaxHandshakesPerClient int
 
-	mu     sync.Mutex
-	active map[string]claimed // by export name
-	bufs   bufPool
+	mu         sync.Mutex
+	active     map[string]claimed // by export name
+	shaking    map[netip.Addr]int // handshakes in progress by client
+	shakeTotal int
+	bufs       bufPool
+	lines      netboot.LogLimit
 }
 
 // Serve accepts connections on l until ctx is cancelled or l fails. On
@@ -130,11 +151,46 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			setUserTimeout(tc, 30*time.Second)
 			tc.SetNoDelay(true)
 		}
+		client := remoteAddrPort(c).Addr()
+		if !s.startHandshake(client) {
+			c.Close()
+			if ok, dropped := s.lines.Allow(client.String()); ok {
+				s.logger().Warn("nbd: closing a connection: too many handshakes in progress, from this client or in all",
+					"client", client, "dropped_lines", dropped)
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(ctx, c)
+			s.serveConn(ctx, c, func() { s.endHandshake(client) })
 		}()
+	}
+}
+
+// startHandshake counts a handshake of client in progress, if the limits
+// allow one more; endHandshake ends it.
+func (s *Server) startHandshake(client netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shakeTotal >= cmp.Or(s.MaxHandshakes, DefaultMaxHandshakes) ||
+		s.shaking[client] >= cmp.Or(s.MaxHandshakesPerClient, DefaultMaxHandshakesPerClient) {
+		return false
+	}
+	if s.shaking == nil {
+		s.shaking = map[netip.Addr]int{}
+	}
+	s.shaking[client]++
+	s.shakeTotal++
+	return true
+}
+
+func (s *Server) endHandshake(client netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.shakeTotal--
+	if s.shaking[client]--; s.shaking[client] <= 0 {
+		delete(s.shaking, client)
 	}
 }
 
@@ -200,7 +256,9 @@ func remoteAddrPort(c net.Conn) netip.AddrPort {
 	return ap
 }
 
-func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+// serveConn serves one connection; handshakeDone, if not nil, is called
+// when its handshake ends.
+func (s *Server) serveConn(ctx context.Context, c net.Conn, handshakeDone func()) {
 	defer c.Close()
 	client := remoteAddrPort(c)
 	log := s.logger().With("client", client.String())
@@ -210,9 +268,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	})
 	defer stop()
-	c.SetDeadline(time.Now().Add(HandshakeTimeout))
+	c.SetDeadline(time.Now().Add(cmp.Or(s.HandshakeTimeout, DefaultHandshakeTimeout)))
 	sess := &session{srv: s, conn: c, client: client, log: log}
 	exp, err := sess.handshake(ctx)
+	if handshakeDone != nil {
+		handshakeDone()
+	}
 	if err != nil {
 		if !errors.Is(err, errClientAborted) && ctx.Err() == nil {
 			log.Warn("nbd: handshake failed; connection closed", "err", err)
@@ -221,6 +282,9 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}
 	defer s.release(exp.Name)
 	c.SetDeadline(time.Time{})
+	// The handshake read through a small buffer (a half-open connection
+	// costs little); requests get a large one.
+	sess.br = bufio.NewReaderSize(sess.br, 128<<10)
 	if ctx.Err() != nil {
 		return
 	}

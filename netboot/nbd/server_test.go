@@ -100,7 +100,7 @@ func (ts *testServer) stop(t testing.TB) {
 	})
 }
 
-func startServerOn(t testing.TB, b Backend, addr string) *testServer {
+func startServerOn(t testing.TB, b Backend, addr string, opts ...func(*Server)) *testServer {
 	t.Helper()
 	l, err := net.Listen("tcp4", addr)
 	if err != nil {
@@ -109,6 +109,9 @@ func startServerOn(t testing.TB, b Backend, addr string) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{addr: l.Addr().String(), log: &testlog.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	srv := &Server{Backend: b, Log: slog.New(slog.NewTextHandler(ts.log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	for _, o := range opts {
+		o(srv)
+	}
 	go func() { ts.done <- srv.Serve(ctx, l) }()
 	t.Cleanup(func() {
 		ts.stop(t)
@@ -396,4 +399,47 @@ func TestServerRestart(t *testing.T) {
 func startServer2(b testing.TB, be Backend) string {
 	ts := startServerOn(b, be, "127.0.0.1:0")
 	return ts.addr
+}
+
+// TestHandshakeLimits: connections that never finish their handshake are
+// bounded per address; the next one is closed at once, another address
+// is served, and a stalled handshake ends at the deadline.
+func TestHandshakeLimits(t *testing.T) {
+	f := diskFile(t, make([]byte, 4096))
+	ts := startServerOn(t, staticBackend{"node1": {Disk: f, Size: 4096, Client: netip.MustParseAddr("127.0.0.2")}}, "127.0.0.1:0",
+		func(s *Server) { s.HandshakeTimeout = 500 * time.Millisecond })
+	var stalled []net.Conn
+	for range DefaultMaxHandshakesPerClient {
+		c, err := dialNBD(ts.addr, nil) // greeting read, no option sent
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.conn.Close()
+		stalled = append(stalled, c.conn)
+	}
+	if c, err := dialNBD(ts.addr, nil); err == nil {
+		c.conn.Close()
+		t.Error("a connection beyond the per-address limit got a greeting")
+	}
+	waitLog(t, ts.log, "too many handshakes in progress")
+	c, err := dialNBD(ts.addr, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("cannot connect from 127.0.0.2: %v", err)
+	}
+	defer c.conn.Close()
+	if err := c.goExport(optGo, "node1"); err != nil {
+		t.Errorf("another address during the stall: %v", err)
+	}
+	// The stalled handshakes end at the deadline.
+	for _, s := range stalled {
+		s.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("a stalled handshake was not closed by the server: %v", err)
+		}
+	}
+	if c, err := dialNBD(ts.addr, nil); err != nil {
+		t.Errorf("after the stalled handshakes ended: %v", err)
+	} else {
+		c.conn.Close()
+	}
 }

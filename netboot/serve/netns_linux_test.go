@@ -533,3 +533,112 @@ func TestFloodNetns(t *testing.T) {
 		t.Errorf("%d busy lines logged for %d refused requests, want a few", busy, flood-4)
 	}
 }
+
+// TestNBDFloodNetns is the NBD half of issue #9 section 2: another host
+// opens 3,000 connections and never finishes a handshake. The server must
+// stay below 100 MB resident and the node must get its disk meanwhile.
+func TestNBDFloodNetns(t *testing.T) {
+	l := newLAN(t)
+	srv := l.start(t, helperConfig{DHCP: "br0"})
+	if err := piDHCP(t, l.node, "n0", nodeMAC, 0x1234abcd); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tftpFrom(t, l.node, "1234abcd/config.txt"); err != nil {
+		t.Fatal(err)
+	}
+	base := srv.rss(t)
+	const flood = 3000
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	peak := base
+	if err := l.evil.Do(func() error {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		for i := range flood {
+			c, err := d.Dial("tcp4", srvIP+":10809")
+			if err != nil {
+				return fmt.Errorf("connection %d: %w", i, err)
+			}
+			conns = append(conns, c)
+			if i%500 == 0 {
+				peak = max(peak, srv.rss(t))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nbdFrom(t, l.node)
+	if err != nil {
+		t.Fatalf("the node cannot attach its disk during the flood: %v", err)
+	}
+	if _, err := readBlock(nc); err != nil {
+		t.Fatal(err)
+	}
+	peak = max(peak, srv.rss(t))
+	t.Logf("server RSS: %d MB before, %d MB peak with %d half-open connections", base>>20, peak>>20, flood)
+	if peak > 100<<20 {
+		t.Errorf("server RSS reached %d MB, want below 100 MB", peak>>20)
+	}
+	if n := strings.Count(l.log(t), "too many handshakes"); n == 0 || n > 5 {
+		t.Errorf("%d lines logged for %d refused connections, want a few", n, flood)
+	}
+}
+
+// TestDHCPFloodNetns is the DHCP part of issue #9 section 2: 5,000
+// requests from made-up Pis cost a few log lines, not thousands, and a
+// request naming another host as its relay (giaddr) gets no reply sent to
+// that host.
+func TestDHCPFloodNetns(t *testing.T) {
+	l := newLAN(t)
+	l.start(t, helperConfig{DHCP: "br0"})
+	var relayPort net.PacketConn
+	if err := l.node.Do(func() (err error) { relayPort, err = net.ListenPacket("udp4", nodeIP+":67"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer relayPort.Close()
+	var c net.PacketConn
+	if err := l.evil.Do(func() (err error) { c, err = dhcp.Listen(context.Background(), "e0", ":68"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
+	discover := func(mac net.HardwareAddr, serial uint32) *dhcpv4.DHCPv4 {
+		o97 := append([]byte{0}, "RPi4"...)
+		o97 = binary.BigEndian.AppendUint32(o97, 0xc03111)
+		o97 = append(o97, mac[2:6]...)
+		o97 = binary.BigEndian.AppendUint32(o97, serial)
+		p, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(dhcp.PiVendorClass)),
+			dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, o97)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	const flood = 5000
+	for i := range flood {
+		mac := net.HardwareAddr{0xdc, 0xa6, 0x32, byte(i >> 16), byte(i >> 8), byte(i)}
+		c.WriteTo(discover(mac, 0xff000000+uint32(i)).ToBytes(), bcast)
+		if i%200 == 0 {
+			time.Sleep(5 * time.Millisecond) // keep within the socket buffers
+		}
+	}
+	relayed := discover(net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, 0x1234abcd)
+	relayed.GatewayIPAddr = net.ParseIP(nodeIP).To4()
+	c.WriteTo(relayed.ToBytes(), bcast)
+	relayPort.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, from, err := relayPort.ReadFrom(make([]byte, 1500)); err == nil {
+		t.Errorf("the server sent a reply to the spoofed relay address (from %v)", from)
+	}
+	log := l.log(t)
+	if n := strings.Count(log, "not answering a Pi"); n == 0 || n > 21 {
+		t.Errorf("%d log lines for %d requests from unknown Pis, want at most 21", n, flood)
+	}
+	// The node still boots.
+	if err := piDHCP(t, l.node, "n0", nodeMAC, 0x1234abcd); err != nil {
+		t.Errorf("the node after the flood: %v", err)
+	}
+}
