@@ -18,13 +18,27 @@ import (
 
 // TestMakeBase exports a fixture base image for bench/build.sh: with
 // IMGBAKE_BENCH_BASE=path it writes the Raspberry Pi OS Bookworm arm64
-// fixture to path and a stand-in arm64 k3s binary to path.k3s.
+// fixture to path, grown (partition and root filesystem) to
+// IMGBAKE_BENCH_SIZE bytes when that is set, and a stand-in arm64 k3s
+// binary to path.k3s.
 func TestMakeBase(t *testing.T) {
 	out := os.Getenv("IMGBAKE_BENCH_BASE")
 	if out == "" {
 		t.Skip("set IMGBAKE_BENCH_BASE to export a base image (bench/build.sh does)")
 	}
 	img := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	if size, _ := strconv.ParseInt(os.Getenv("IMGBAKE_BENCH_SIZE"), 10, 64); size > 0 {
+		base, err := image.PrepareBase(context.Background(), img, "", image.PrepareOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := image.Build(context.Background(), image.BuildOptions{Base: base, Plan: &plan.Plan{}, Size: size,
+			Output: filepath.Join(t.TempDir(), "grown.img"), Epoch: time.Unix(1700000000, 0)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = res.Image
+	}
 	if b, err := exec.Command("cp", "--sparse=always", img, out).CombinedOutput(); err != nil {
 		t.Fatalf("%v\n%s", err, b)
 	}

@@ -1,19 +1,27 @@
 #!/bin/sh
 # bench/build.sh: build 10 node images from one .xz base with the imgbake
 # binary and compare, in the same run:
-#   first node (cold cache: decompress + build)  vs  xz -dc of the base   (goal <= 1.2x)
-#   each extra node (warm cache)                 vs  cp --sparse=always   (goal <= 1.5x)
-#                                                    of the decompressed image
-# The base is the Raspberry Pi OS Bookworm arm64 test fixture with FILL_MIB
-# (default 300) MiB of real system files added to its root filesystem, so
-# that decompression has real data to chew on.
-# Needs: go, xz, debugfs, sfdisk, tar. Usage: bench/build.sh [nodes]
+#   first node (cold cache: decompress + build)  vs  xz -dc of the base       (goal <= 1.1x)
+#   each further node on ext4 (warm cache)       vs  cp --sparse=always       (goal <= 1.0x)
+#   each further node on an XFS loop mount       vs  cp --reflink=always      (goal <= 0.2 s)
+#   build --compress zst / xz                    vs  zstd -T0 -3 / xz -T0 -6 of the raw image
+# The base is the Raspberry Pi OS Bookworm arm64 test fixture grown to
+# SIZE_MIB (default 2200) MiB with FILL_MIB (default 880) MiB of real system
+# files added to its root filesystem (about 900 MiB of data in all).
+# NO_XZ=1 skips the xz compressors (minutes each); the XFS part needs root
+# (loop mount) and is skipped with a message otherwise.
+# Needs: go, xz, zstd, debugfs, sfdisk, tar, xfsprogs. Usage: bench/build.sh [nodes]
 set -eu
 cd "$(dirname "$0")/.."
 NODES=${1:-10}
-FILL_MIB=${FILL_MIB:-300}
+SIZE_MIB=${SIZE_MIB:-2200}
+FILL_MIB=${FILL_MIB:-880}
 W=$(mktemp -d "${TMPDIR:-/tmp}/imgbake-bench.XXXXXX")
-[ "${KEEP:-}" = 1 ] && echo "keeping $W" >&2 || trap 'rm -rf "$W"' EXIT INT TERM
+cleanup() {
+	if mountpoint -q "$W/xfs" 2>/dev/null; then umount "$W/xfs"; fi
+	[ "${KEEP:-}" = 1 ] && echo "keeping $W" >&2 || rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
 
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -25,11 +33,11 @@ go build -o "$W/imgbake" ./cmd/imgbake
 # The compressed base is cached next to the test fixtures (compressing it
 # takes minutes); delete it to rebuild it.
 CACHE=${IMGBAKE_FIXTURE_CACHE:-${TMPDIR:-/tmp}/imgbake-fixtures-$(id -u)}
-BASE="$CACHE/bench-base-$FILL_MIB.img.xz"
+BASE="$CACHE/bench-base-${SIZE_MIB}m-$FILL_MIB.img.xz"
 if [ ! -s "$BASE" ] || [ ! -s "$BASE.k3s" ]; then
 	echo "making the base image $BASE" >&2
 	mkdir -p "$CACHE"
-	IMGBAKE_BENCH_BASE="$W/base.img" go test ./bench -run '^TestMakeBase$' -count=1 >/dev/null
+	IMGBAKE_BENCH_BASE="$W/base.img" IMGBAKE_BENCH_SIZE=$((SIZE_MIB << 20)) go test ./bench -run '^TestMakeBase$' -count=1 >/dev/null
 	# Root partition: the last one; e2fsprogs take "image?offset=BYTES".
 	start=$(sfdisk -d "$W/base.img" | awk -F'[=,]' '/start=/ { s = $2 } END { gsub(/ /, "", s); print s }')
 	root="$W/base.img?offset=$((start * 512))"
@@ -63,7 +71,10 @@ measure() {
 }
 field() { echo "$1" | cut -d' ' -f"$2"; }
 
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+load_start=$(load)
 xz_t=$(measure sh -c 'xz -dc "$1" > "$2"' sh "$W/base.img.xz" "$W/xzdc.img")
+rm "$W/xzdc.img"
 
 mkdir "$W/c"
 cd "$W/c"
@@ -77,17 +88,61 @@ while [ "$i" -le "$NODES" ]; do extra="$extra n$i"; i=$((i + 1)); done
 extra_n=$((NODES - 1))
 # shellcheck disable=SC2086 # one argument per node
 extra_t=$(measure "$@" $extra)
-
 cached=$(ls "$W"/c/cache/base/*.img)
 cp_t=$(measure cp --sparse=always "$cached" "$W/cp.img")
+rm -f "$W/cp.img" "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
+
+# The same further nodes on XFS with reflinks: the cache (decompressed base
+# and its checksums) is copied onto an XFS loop mount.
+xfs=""
+if [ "$(id -u)" = 0 ] && truncate -s 8G "$W/xfs.img" && mkfs.xfs -q -m reflink=1 "$W/xfs.img" &&
+	mkdir "$W/xfs" && mount -o loop "$W/xfs.img" "$W/xfs" 2>"$W/mount.err"; then
+	mkdir "$W/xfs/c"
+	cp "$W/c/imgbake.yaml" "$W/c/imgbake.secrets.yaml" "$W/xfs/c/"
+	sed -i "s|\.\./base.img.xz|$W/base.img.xz|" "$W/xfs/c/imgbake.yaml"
+	cp -a --sparse=always "$W/c/cache" "$W/xfs/c/cache"
+	cd "$W/xfs/c"
+	set -- "$W/imgbake" build --profile worker --k3s-binary "$W/base.img.k3s" --cache-dir "$W/xfs/c/cache"
+	# shellcheck disable=SC2086 # one argument per node
+	xfs_t=$(measure "$@" $extra)
+	xcached=$(ls "$W"/xfs/c/cache/base/*.img)
+	ref_t=$(measure cp --reflink=always "$xcached" "$W/xfs/cp.img")
+	xfs=1
+	cd "$W/c"
+else
+	echo "XFS part skipped: needs root and a loop mount ($(cat "$W/mount.err" 2>/dev/null))" >&2
+fi
+
+# Compressors, on the first node's raw image.
+zst_t=$(measure "$@" --compress zst z1)
+zstd_t=$(measure sh -c 'zstd -q -T0 -3 -c "$1" > "$2"' sh "$W/c/out/n1.img" "$W/n1.img.zst")
+if [ "${NO_XZ:-}" != 1 ]; then
+	xzc_t=$(measure "$@" --compress xz x1)
+	xzref_t=$(measure sh -c 'xz -T0 -6 -c "$1" > "$2"' sh "$W/c/out/n1.img" "$W/n1.img.xz")
+fi
+load_end=$(load)
 
 per() { awk -v a="$1" -v n="$extra_n" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / n }'; }
 rat() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-echo "machine load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
-echo "base: $(du -h --apparent-size "$W/xzdc.img" | cut -f1) raw, $(du -h "$W/base.img.xz" | cut -f1) xz, $(du -h "$cached" | cut -f1) on disk"
-echo "                                 wall     cpu"
-echo "xz -dc of the base:            $(field "$xz_t" 1)s  $(field "$xz_t" 2)s"
-echo "first node (cold cache):       $(field "$first_t" 1)s  $(field "$first_t" 2)s   = $(rat "$(field "$first_t" 1)" "$(field "$xz_t" 1)")x xz -dc wall, $(rat "$(field "$first_t" 2)" "$(field "$xz_t" 2)")x cpu   (goal <= 1.2x)"
-echo "cp --sparse=always of the raw: $(field "$cp_t" 1)s  $(field "$cp_t" 2)s"
+size() { du -h --apparent-size "$1" | cut -f1; }
+row() { printf '%-40s %7ss %7ss   %s\n' "$1" "$(field "$2" 1)" "$(field "$2" 2)" "$3"; }
+echo "machine load: $load_start at the start, $load_end at the end (1, 5, 15 min) on $(nproc) CPUs"
+echo "base: $(size "$cached") raw, $(du -h "$cached" | cut -f1) of data, $(du -h "$W/base.img.xz" | cut -f1) xz"
+printf '%-40s %8s %8s\n' "" wall cpu
+row "xz -dc of the base" "$xz_t"
+row "first node (cold cache, from .xz)" "$first_t" "= $(rat "$(field "$first_t" 1)" "$(field "$xz_t" 1)")x xz -dc wall, $(rat "$(field "$first_t" 2)" "$(field "$xz_t" 2)")x cpu   (goal <= 1.1x)"
+row "cp --sparse=always of the raw base" "$cp_t"
 pw=$(per "$(field "$extra_t" 1)"); pc=$(per "$(field "$extra_t" 2)")
-echo "per extra node ($extra_n nodes):     ${pw}s  ${pc}s   = $(rat "$pw" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc" "$(field "$cp_t" 2)")x cpu   (goal <= 1.5x)"
+row "per further node on ext4 ($extra_n nodes)" "$pw $pc" "= $(rat "$pw" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc" "$(field "$cp_t" 2)")x cpu   (goal <= 1.0x)"
+if [ -n "$xfs" ]; then
+	row "cp --reflink=always on XFS" "$ref_t"
+	xw=$(per "$(field "$xfs_t" 1)"); xc=$(per "$(field "$xfs_t" 2)")
+	row "per further node on XFS ($extra_n nodes)" "$xw $xc" "(goal <= 0.2 s)"
+fi
+echo "$NODES nodes in all on ext4: $(awk -v a="$(field "$first_t" 1)" -v b="$(field "$extra_t" 1)" 'BEGIN { printf "%.2f", a + b }')s wall"
+row "zstd -T0 -3 of node 1's image" "$zstd_t" "$(size "$W/n1.img.zst")"
+row "build --compress zst (build included)" "$zst_t" "$(size "$W/c/out/z1.img.zst"), = $(rat "$(field "$zst_t" 1)" "$(field "$zstd_t" 1)")x zstd wall"
+if [ "${NO_XZ:-}" != 1 ]; then
+	row "xz -T0 -6 of node 1's image" "$xzref_t" "$(size "$W/n1.img.xz")"
+	row "build --compress xz (build included)" "$xzc_t" "$(size "$W/c/out/x1.img.xz"), = $(rat "$(field "$xzc_t" 1)" "$(field "$xzref_t" 1)")x xz wall"
+fi

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/flash"
@@ -24,6 +25,7 @@ import (
 
 type flashOptions struct {
 	list, yes, force, allowFile, noVerify, noBmap bool
+	all                                           bool
 	overwriteFile                                 bool
 	bmapPath                                      string
 }
@@ -31,8 +33,8 @@ type flashOptions struct {
 func (a *App) flashCommand(g *globals) *cobra.Command {
 	o := &flashOptions{}
 	cmd := &cobra.Command{
-		Use:   "flash <node|image> <device|file>",
-		Short: "Write a node's image to an SD card or USB disk, then read it back to verify",
+		Use:   "flash <node|image> <device|file> | <node>=<device>... | --all <device>...",
+		Short: "Write node images to SD cards or USB disks, then read them back to verify",
 		Long: `flash writes a baked image to a card: only the blocks the image's .bmap
 maps (the filesystems' allocated blocks and metadata), or the whole image
 when there is no .bmap. It decompresses .xz, .zst and .gz images on the fly,
@@ -42,12 +44,20 @@ The first argument is a node name (its image is <output-dir>/<node>.img,
 .img.zst or .img.xz) or an image path. The second is a whole disk
 (/dev/sdX, /dev/mmcblkN; /dev/diskN on macOS) or, with --allow-file, a file.
 
+Several cards are written at once, each with its own progress line:
+name them as node=device pairs, or pass --all and the devices to write the
+next nodes of the cluster file that are built but not yet flashed (the
+flash log, <output-dir>/flash.log, records every card written). One failing
+card fails only its node; the summary says what each card now holds.
+
 flash refuses the disk the system runs from, disks with a mounted partition
 (unmount them first), disks smaller than the image, and disks that are not
 removable unless --force. It asks before writing, naming the device's model
 and size, unless --yes.`,
 		Example: `  imgbake flash --list
   imgbake flash k5 /dev/sdb
+  imgbake flash k5=/dev/sdb k6=/dev/sdc k7=/dev/sdd
+  imgbake flash --all /dev/sdb /dev/sdc
   sudo imgbake flash out/k5.img.xz /dev/mmcblk0
   imgbake flash --allow-file k5 /tmp/k5-copy.img`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -56,6 +66,21 @@ and size, unless --yes.`,
 					return usagef("--list takes no arguments")
 				}
 				return a.listDevices(cmd.Context())
+			}
+			if o.all {
+				if len(args) == 0 {
+					return usagef("--all needs the devices to write (imgbake flash --all /dev/sdb /dev/sdc)")
+				}
+				pairs, err := a.unflashedPairs(g, args)
+				if err != nil {
+					return err
+				}
+				return a.runFlashMany(cmd.Context(), g, o, pairs)
+			}
+			if pairs, ok, err := flashPairs(args); err != nil {
+				return err
+			} else if ok {
+				return a.runFlashMany(cmd.Context(), g, o, pairs)
 			}
 			if len(args) != 2 {
 				return usagef("expected a node or image and a device, got %d argument(s) (see imgbake flash --list)", len(args))
@@ -66,6 +91,7 @@ and size, unless --yes.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.list, "list", false, "list removable disks that could be targets")
 	f.BoolVarP(&o.yes, "yes", "y", false, "do not ask for confirmation")
+	f.BoolVar(&o.all, "all", false, "write the next built, not yet flashed nodes to the devices given")
 	f.BoolVar(&o.force, "force", false, "allow a disk that is not removable")
 	f.BoolVar(&o.allowFile, "allow-file", false, "allow a new regular file as the target (created)")
 	f.BoolVar(&o.overwriteFile, "overwrite-file", false, "with --allow-file: write into an existing regular file (asks first, unless --yes)")
@@ -166,10 +192,19 @@ func loadBmap(path string) (*bmap.Map, error) {
 	return m, nil
 }
 
-func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageArg, targetPath string) error {
+// flashInput is an image opened for flashing with its block map.
+type flashInput struct {
+	files imageFiles
+	m     *bmap.Map // nil: the whole image is written
+	src   *flash.Source
+	size  int64 // the raw image's size; -1 when unknown until its end
+}
+
+// openFlashInput resolves a node name or image path and opens the image.
+func (a *App) openFlashInput(g *globals, o *flashOptions, imageArg string) (*flashInput, error) {
 	files, err := a.resolveImage(g, imageArg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if o.bmapPath != "" {
 		files.bmap = o.bmapPath
@@ -180,14 +215,13 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 	var m *bmap.Map
 	if files.bmap != "" {
 		if m, err = loadBmap(files.bmap); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	src, err := flash.OpenSource(files.image)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer src.Close()
 	size := src.Size
 	if m != nil {
 		size = m.ImageSize
@@ -198,10 +232,36 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 			size = man.Image.Size
 		}
 	}
+	return &flashInput{files: files, m: m, src: src, size: size}, nil
+}
 
-	isFile, err := a.checkTarget(ctx, o, targetPath, files.image, size)
+// writeSize returns the bytes a flash of in writes, and says what they are.
+func (in *flashInput) writeSize() (int64, string) {
+	total := flash.WriteSize(in.m, in.size)
+	what := bmap.HumanSize(total)
+	if in.m != nil {
+		what += " of a " + bmap.HumanSize(in.m.ImageSize) + " image, from " + filepath.Base(in.files.bmap)
+	} else {
+		what += " (whole image, no .bmap)"
+	}
+	return total, what
+}
+
+func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageArg, targetPath string) error {
+	in, err := a.openFlashInput(g, o, imageArg)
 	if err != nil {
 		return err
+	}
+	defer in.src.Close()
+	files, m, src, size := in.files, in.m, in.src, in.size
+	isFile, loss, err := a.checkTarget(ctx, o, targetPath, files.image, size)
+	if err != nil {
+		return err
+	}
+	if loss != "" {
+		if err := a.confirm(o, fmt.Sprintf("About to write %s to %s.\nEVERYTHING on %s will be lost. Type yes to continue: ", filepath.Base(files.image), loss, targetPath)); err != nil {
+			return err
+		}
 	}
 	dst, err := flash.OpenTarget(targetPath, flash.TargetOptions{AllowFile: o.allowFile, MinSize: max(size, 0)})
 	if err != nil {
@@ -213,13 +273,7 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	total := flash.WriteSize(m, size)
-	what := bmap.HumanSize(total)
-	if m != nil {
-		what += " of a " + bmap.HumanSize(m.ImageSize) + " image, from " + filepath.Base(files.bmap)
-	} else {
-		what += " (whole image, no .bmap)"
-	}
+	total, what := in.writeSize()
 	fmt.Fprintf(a.Stderr, "Writing %s to %s: %s\n", filepath.Base(files.image), targetPath, what)
 	prog := newFlashProgress(a.Stderr, total, verifySize(m, total))
 	res, err := flash.Write(ctx, src, dst, flash.Options{
@@ -229,12 +283,9 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 		Progress: prog.add,
 	})
 	prog.done()
+	a.recordFlash(imageArg, targetPath, loss, files.image, res, err)
 	if err != nil {
-		var mm *flash.MismatchError
-		if errors.As(err, &mm) {
-			return fmt.Errorf("verification failed: %w; the card may be faulty or fake: try again or use another card", err)
-		}
-		return err
+		return flashError(err)
 	}
 	rate := float64(res.Bytes) / res.WriteTime.Seconds() / 1e6
 	fmt.Fprintf(a.Stdout, "Wrote %s to %s in %.1fs (%.0f MB/s).\n", bmap.HumanSize(res.Bytes), targetPath, res.WriteTime.Seconds(), rate)
@@ -249,40 +300,66 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 	return nil
 }
 
-// checkTarget applies the safety rules to the target and asks for
-// confirmation. It reports whether the target is a file.
-func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image string, size int64) (bool, error) {
+// recordFlash adds a flash to the flash log beside the image.
+func (a *App) recordFlash(imageArg, target, device, image string, res *flash.Result, err error) {
+	rec := flash.Record{Time: time.Now().UTC(), Image: filepath.Base(image), Build: buildID(image), Target: target, Device: device}
+	if strings.HasPrefix(rec.Image, imageArg+".img") {
+		rec.Node = imageArg
+	}
+	if err != nil {
+		rec.Error = err.Error()
+	} else {
+		rec.OK, rec.Verified = true, res.Verified
+	}
+	if err := flash.AppendHistory(filepath.Dir(image), rec); err != nil {
+		fmt.Fprintf(a.Stderr, "imgbake: warning: %v\n", err)
+	}
+}
+
+// flashError adds advice to a failed flash.
+func flashError(err error) error {
+	var mm *flash.MismatchError
+	if errors.As(err, &mm) {
+		return fmt.Errorf("verification failed: %w; the card may be faulty or fake: try again or use another card", err)
+	}
+	return err
+}
+
+// checkTarget applies the safety rules to the target. It reports whether
+// the target is a file, and what writing would destroy (the device with its
+// model and size, or an existing file), to be confirmed first; "" for a
+// new file.
+func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image string, size int64) (bool, string, error) {
 	st, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if !o.allowFile {
-			return false, fmt.Errorf("%s does not exist: give a disk such as /dev/sdb (see imgbake flash --list), or pass --allow-file to create an image file", path)
+			return false, "", fmt.Errorf("%s does not exist: give a disk such as /dev/sdb (see imgbake flash --list), or pass --allow-file to create an image file", path)
 		}
-		return true, nil
+		return true, "", nil
 	}
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	if ist, err := os.Stat(image); err == nil && os.SameFile(st, ist) {
-		return false, fmt.Errorf("%s is the image itself: give a card or another file", path)
+		return false, "", fmt.Errorf("%s is the image itself: give a card or another file", path)
 	}
 	if st.Mode().IsRegular() {
 		if !o.allowFile {
-			return false, fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into a new file", path)
+			return false, "", fmt.Errorf("%s is a regular file, not a disk: pass --allow-file to write the image into a new file", path)
 		}
 		if !o.overwriteFile {
-			return false, fmt.Errorf("%s already exists and flash never overwrites a file unasked: give a new file name, or pass --overwrite-file to write the image into it", path)
+			return false, "", fmt.Errorf("%s already exists and flash never overwrites a file unasked: give a new file name, or pass --overwrite-file to write the image into it", path)
 		}
-		return true, a.confirm(o, fmt.Sprintf("About to write %s into the existing file %s (%s).\nIts contents will be lost. Type yes to continue: ",
-			filepath.Base(image), path, bmap.HumanSize(st.Size())))
+		return true, fmt.Sprintf("the existing file %s (%s)", path, bmap.HumanSize(st.Size())), nil
 	}
 	d, err := flash.LookupDevice(ctx, path)
 	if err != nil {
-		return false, err
+		return false, "", err
 	}
 	if err := flash.CheckDevice(d, size, flash.CheckOptions{Force: o.force}); err != nil {
-		return false, err
+		return false, "", err
 	}
-	return false, a.confirm(o, fmt.Sprintf("About to write %s to %s.\nEVERYTHING on %s will be lost. Type yes to continue: ", filepath.Base(image), d, d.Path))
+	return false, d.String(), nil
 }
 
 // confirm asks question and returns nil only when the user answers yes (or
