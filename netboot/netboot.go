@@ -1,6 +1,7 @@
 // Package netboot holds the small pieces shared by the Raspberry Pi network
-// boot servers in its subpackages: dhcp (proxyDHCP and an optional full DHCP
-// server), tftp (per-node boot files) and nbd (per-node root disks).
+// boot servers in its subpackages: dhcp (proxyDHCP), tftp (per-node boot
+// files), nbd (per-node root disks) and binding (which address may use
+// which node's disk).
 //
 // A Pi names itself in two ways during network boot: by its Ethernet MAC
 // address and, on the Pi 4 and Pi 5, by the low 32 bits of its board serial

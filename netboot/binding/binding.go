@@ -367,9 +367,9 @@ func (t *Table) save(name string, a netip.Addr, mac net.HardwareAddr) {
 	}
 	p := filepath.Join(t.StateDir, name, bindingFile)
 	tmp := p + ".tmp"
-	err := os.MkdirAll(filepath.Dir(p), 0o755)
+	err := os.MkdirAll(filepath.Dir(p), 0o700)
 	if err == nil {
-		err = os.WriteFile(tmp, []byte(a.String()+" "+mac.String()+"\n"), 0o644)
+		err = os.WriteFile(tmp, []byte(a.String()+" "+mac.String()+"\n"), 0o600)
 	}
 	if err == nil {
 		err = os.Rename(tmp, p)

@@ -251,6 +251,12 @@ func TestServeNode(t *testing.T) {
 	if a, _ := os.ReadFile(filepath.Join(store.StateDir, "k5", "binding")); string(a) != "127.0.0.1 "+macText+"\n" {
 		t.Errorf("saved binding %q", a)
 	}
+	// The disk holds the join token: only root reads the state directory.
+	for _, d := range []string{store.StateDir, filepath.Join(store.StateDir, "k5")} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, %v; want mode 0700", d, fi.Mode(), err)
+		}
+	}
 
 	// A restarted server serves the running node's disk without a new TFTP boot.
 	r.stop()
