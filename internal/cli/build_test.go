@@ -92,7 +92,7 @@ base: %s
 cache-dir: cache
 ssh:
   authorized-keys:
-    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtestkeytestkeytestkeytestkeytestkeytest admin@laptop
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHRlc3RrZXktdGVzdGtleS10ZXN0a2V5LXRlc3RrZXkt admin@laptop
 nodes:
   - name: k1
     profile: server

@@ -52,6 +52,13 @@ type Cluster struct {
 	Nodes    []Node `yaml:"nodes"`
 	// Enroll, when set, enrols Pis that are not listed (netboot/enroll).
 	Enroll *Enroll `yaml:"enroll"`
+	// ServerAddressCheck "off" says that agents reach the server through an
+	// address other than its own static one on purpose (a virtual IP, a
+	// port forward); see CheckServerAddress.
+	ServerAddressCheck string `yaml:"server-address-check"`
+	// K3sExtraKeys "allow" lets profiles use k3s: keys that the pinned k3s
+	// version's flag table does not list.
+	K3sExtraKeys string `yaml:"k3s-extra-keys"`
 
 	// File is the path the cluster file was read from; relative paths in
 	// it are relative to its directory.
@@ -167,7 +174,6 @@ var (
 	serialRE  = regexp.MustCompile(`^[0-9a-f]{8}$`)
 	profileRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$`)
 	userRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
-	sshKeyRE  = regexp.MustCompile(`^(ssh-ed25519|ssh-rsa|ssh-dss|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+=*( .*)?$`)
 )
 
 // Load reads and checks the cluster file at path.
@@ -271,6 +277,15 @@ func (c *Cluster) check() {
 		}
 		c.checkNode(f, n)
 	}
+	c.checkUnique()
+	for f, v := range map[string]struct{ got, want string }{
+		"server-address-check": {c.ServerAddressCheck, "off"},
+		"k3s-extra-keys":       {c.K3sExtraKeys, "allow"},
+	} {
+		if v.got != "" && v.got != v.want {
+			d.Errorf(f, "%q: the only value is %s (or leave it out)", v.got, v.want)
+		}
+	}
 }
 
 func (c *Cluster) checkNode(f string, n Node) {
@@ -281,6 +296,8 @@ func (c *Cluster) checkNode(f string, n Node) {
 	if n.Model != "" {
 		if _, ok := NormalizeModel(n.Model); !ok {
 			d.Errorf(f+".model", "unknown model %q; known: %s", n.Model, strings.Join(ModelNames(), ", "))
+		} else if n.Netboot != nil && !CanNetboot(n.Model) {
+			d.Errorf(f+".netboot", "a %s cannot boot from the network (%s); remove netboot: and flash its image, or use a Pi 3B, 3B+, 4, 400, 5, 500, CM4 or CM5", n.Model, netbootWhyNot(n.Model))
 		}
 	}
 	CheckLabels(d, f+".labels", n.Labels)
@@ -299,6 +316,8 @@ func (c *Cluster) checkNode(f string, n Node) {
 			d.Errorf(f+".address", "%q: prefix length /%d is unlikely; a home network is usually /24", n.Address, p.Bits())
 		case p.Bits() < 31 && p.Addr() == p.Masked().Addr():
 			d.Errorf(f+".address", "%q is the network address, not a host address", n.Address)
+		case p.Bits() < 31 && p.Addr() == broadcast(p):
+			d.Errorf(f+".address", "%q is the network's broadcast address, not a host address", n.Address)
 		default:
 			prefix = p
 		}
@@ -311,7 +330,9 @@ func (c *Cluster) checkNode(f string, n Node) {
 		case err != nil || !g.Is4():
 			d.Errorf(f+".gateway", "%q is not an IPv4 address", n.Gateway)
 		case prefix.IsValid() && !prefix.Masked().Contains(g):
-			d.Errorf(f+".gateway", "%s is not in the node's network %s", n.Gateway, prefix.Masked())
+			d.Errorf(f+".gateway", "%s is not in the node's network %s: the node could not reach it; fix the gateway, or the address's prefix length", n.Gateway, prefix.Masked())
+		case prefix.IsValid() && g == prefix.Addr():
+			d.Errorf(f+".gateway", "%s is the node's own address; the gateway is your router's address", n.Gateway)
 		}
 	}
 	for i, s := range n.DNS {
@@ -379,8 +400,8 @@ func checkSSH(d *Doc, f string, s SSH) {
 		}
 	}
 	for i, k := range s.AuthorizedKeys {
-		if strings.ContainsAny(k, "\r\n") || !sshKeyRE.MatchString(strings.TrimSpace(k)) {
-			d.Errorf(fmt.Sprintf("%s.authorized-keys[%d]", f, i), "not an OpenSSH public key (one line: type base64 [comment], e.g. the content of ~/.ssh/id_ed25519.pub)")
+		if err := CheckAuthorizedKey(k); err != nil {
+			d.Errorf(fmt.Sprintf("%s.authorized-keys[%d]", f, i), "%v", err)
 		}
 	}
 }

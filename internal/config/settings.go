@@ -210,8 +210,8 @@ func CheckTimezone(tz string) error {
 
 func checkKeys(d *Doc, f string, keys []string) {
 	for i, k := range keys {
-		if strings.ContainsAny(k, "\r\n") || !sshKeyRE.MatchString(strings.TrimSpace(k)) {
-			d.Errorf(fmt.Sprintf("%s[%d]", f, i), "not an OpenSSH public key (one line: type base64 [comment], e.g. the content of ~/.ssh/id_ed25519.pub)")
+		if err := CheckAuthorizedKey(k); err != nil {
+			d.Errorf(fmt.Sprintf("%s[%d]", f, i), "%v", err)
 		}
 	}
 }

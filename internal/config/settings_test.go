@@ -13,7 +13,7 @@ user:
   name: alice
   sudo: nopasswd
   authorized-keys:
-    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBaaaa alice@laptop
+    - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh alice@laptop
 wifi: {ssid: home, country: gb}
 timezone: Europe/London
 locale: en_GB.UTF-8
@@ -22,7 +22,7 @@ nodes:
   - name: k1
   - name: k2
     user:
-      authorized-keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbbbb bob@desk]
+      authorized-keys: [ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi bob@desk]
     wifi: {ssid: lab, hidden: true, country: DE}
     timezone: UTC
 `
@@ -36,7 +36,7 @@ func TestNodeSettings(t *testing.T) {
 		Nodes: map[string]NodeSecrets{"k2": {WiFi: WiFiSecret{PSK: strings.Repeat("ab", 32)}}}}
 	got := NodeSettings(c, c.Nodes[1], s)
 	want := Settings{
-		User:         &User{Name: "alice", Sudo: "nopasswd", AuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBaaaa alice@laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBbbbb bob@desk"}},
+		User:         &User{Name: "alice", Sudo: "nopasswd", AuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh alice@laptop", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJiYmJi bob@desk"}},
 		PasswordHash: "$6$salt$hash",
 		WiFi:         &WiFi{SSID: "lab", Hidden: true, Country: "DE"},
 		WiFiSecret:   WiFiSecret{PSK: strings.Repeat("ab", 32)},
