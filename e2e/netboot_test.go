@@ -133,12 +133,7 @@ func addNBDModule(t *testing.T, img string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rp image.Partition
-	for _, p := range info.Partitions {
-		if p.Number == info.RootPartition {
-			rp = p
-		}
-	}
+	rp, _ := info.Partition(info.RootPartition)
 	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -37,21 +37,16 @@ func defaultEpoch(base *image.Base, info *image.Info) time.Time {
 		return time.Unix(0, 0).UTC()
 	}
 	defer f.Close()
-	for _, p := range info.Partitions {
-		if p.Number != info.RootPartition {
-			continue
+	if p, ok := info.Partition(info.RootPartition); ok {
+		if fsys, err := ext4.Open(f, p.Start, p.Size, &ext4.Options{ReadOnly: true}); err == nil {
+			fsys.Walk("/", func(_ string, fi *ext4.FileInfo, err error) error {
+				if err == nil && fi.Mtime.After(newest) {
+					newest = fi.Mtime
+				}
+				return nil
+			})
+			fsys.Close()
 		}
-		fsys, err := ext4.Open(f, p.Start, p.Size, &ext4.Options{ReadOnly: true})
-		if err != nil {
-			break
-		}
-		fsys.Walk("/", func(_ string, fi *ext4.FileInfo, err error) error {
-			if err == nil && fi.Mtime.After(newest) {
-				newest = fi.Mtime
-			}
-			return nil
-		})
-		fsys.Close()
 	}
 	if newest.IsZero() {
 		return time.Unix(0, 0).UTC()

@@ -21,22 +21,20 @@ func baseAccounts(base *image.Base, info *image.Info) (map[string]account, error
 		return nil, err
 	}
 	defer f.Close()
-	for _, p := range info.Partitions {
-		if p.Number != info.RootPartition {
-			continue
-		}
-		fsys, err := ext4.Open(f, p.Start, p.Size, &ext4.Options{ReadOnly: true})
-		if err != nil {
-			return nil, err
-		}
-		defer fsys.Close()
-		data, err := fsys.ReadFile("/etc/passwd")
-		if err != nil {
-			return nil, fmt.Errorf("reading /etc/passwd: %w", err)
-		}
-		return parsePasswd(string(data)), nil
+	p, ok := info.Partition(info.RootPartition)
+	if !ok {
+		return nil, fmt.Errorf("no root partition")
 	}
-	return nil, fmt.Errorf("no root partition")
+	fsys, err := ext4.Open(f, p.Start, p.Size, &ext4.Options{ReadOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer fsys.Close()
+	data, err := fsys.ReadFile("/etc/passwd")
+	if err != nil {
+		return nil, fmt.Errorf("reading /etc/passwd: %w", err)
+	}
+	return parsePasswd(string(data)), nil
 }
 
 func parsePasswd(s string) map[string]account {

@@ -31,13 +31,11 @@ func rootOf(t *testing.T, path string) image.Partition {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range info.Partitions {
-		if p.Number == info.RootPartition {
-			return p
-		}
+	p, ok := info.Partition(info.RootPartition)
+	if !ok {
+		t.Fatal("no root partition")
 	}
-	t.Fatal("no root partition")
-	return image.Partition{}
+	return p
 }
 
 func writeRootFile(t *testing.T, path, name string, data []byte) {
