@@ -307,6 +307,9 @@ func (a *App) loadCluster(path string) (*config.Cluster, error) {
 		return nil, err
 	}
 	a.expandPaths(c)
+	if err := a.addEnrolled(c); err != nil { // nodes enrolled over the network
+		return nil, err
+	}
 	return c, nil
 }
 

@@ -11,12 +11,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/dhcp"
+	"github.com/imgbake/imgbake/netboot/enroll"
 	"github.com/imgbake/imgbake/netboot/initramfs"
 	"github.com/imgbake/imgbake/netboot/node"
 	"github.com/imgbake/imgbake/netboot/serve"
@@ -28,7 +30,7 @@ const defaultStateDir = "netboot-state"
 
 type netbootOptions struct {
 	iface, address, stateDir, diskSize, out string
-	noDHCP                                  bool
+	noDHCP, printUnit                       bool
 	tftpPort, nbdPort                       int
 }
 
@@ -69,8 +71,9 @@ their disk I/O waits until it runs again.`,
 	f.BoolVar(&o.noDHCP, "no-dhcp", false, "do not answer DHCP (another server sends the network boot answer)")
 	f.IntVar(&o.tftpPort, "tftp-port", 69, "TFTP port (Pi bootloaders use 69)")
 	f.IntVar(&o.nbdPort, "nbd-port", serve.DefaultNBDPort, "NBD port")
+	f.BoolVar(&o.printUnit, "print-unit", false, "print a systemd unit that runs this command, for a Linux host that serves the nodes")
 	addDiskFlags(f, o)
-	cmd.AddCommand(a.netbootResetCommand(g))
+	cmd.AddCommand(a.netbootResetCommand(g), a.netbootPendingCommand(g), a.netbootApproveCommand(g), a.netbootStatusCommand(g))
 	return cmd
 }
 
@@ -133,29 +136,9 @@ func (a *App) netbootSetup(g *globals, o *netbootOptions, log *slog.Logger) (*co
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var nodes []serve.Node
-	for _, n := range c.Nodes {
-		if n.Netboot == nil {
-			continue
-		}
-		sn := serve.Node{Name: n.Name}
-		if n.Netboot.Serial != "" {
-			s, err := netboot.ParseSerial(n.Netboot.Serial)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("node %s: %w", n.Name, err)
-			}
-			sn.Serial = s
-		}
-		if n.Netboot.MAC != "" {
-			if sn.MAC, err = net.ParseMAC(n.Netboot.MAC); err != nil {
-				return nil, nil, nil, fmt.Errorf("node %s: netboot.mac: %w", n.Name, err)
-			}
-		}
-		nodes = append(nodes, sn)
-	}
-	if len(nodes) == 0 {
-		return nil, nil, nil, fmt.Errorf("no node in %s has a netboot: entry; add one to each node to boot from the network, e.g.\n"+
-			"  - name: k5\n    netboot: {serial: 1234abcd}\n(the serial is the last 8 digits of `grep Serial /proc/cpuinfo`, or what 'imgbake netboot' logs for an unknown Pi)", c.File)
+	nodes, err := netbootNodes(c)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	stateDir := firstNonEmpty(o.stateDir, c.Path(defaultStateDir))
 	store := &node.Store{
@@ -168,6 +151,36 @@ func (a *App) netbootSetup(g *globals, o *netbootOptions, log *slog.Logger) (*co
 	return c, nodes, store, nil
 }
 
+// netbootNodes returns the nodes of c that boot from the network.
+func netbootNodes(c *config.Cluster) ([]serve.Node, error) {
+	var nodes []serve.Node
+	for _, n := range c.Nodes {
+		if n.Netboot == nil {
+			continue
+		}
+		sn := serve.Node{Name: n.Name}
+		if n.Netboot.Serial != "" {
+			s, err := netboot.ParseSerial(n.Netboot.Serial)
+			if err != nil {
+				return nil, fmt.Errorf("node %s: %w", n.Name, err)
+			}
+			sn.Serial = s
+		}
+		if n.Netboot.MAC != "" {
+			var err error
+			if sn.MAC, err = net.ParseMAC(n.Netboot.MAC); err != nil {
+				return nil, fmt.Errorf("node %s: netboot.mac: %w", n.Name, err)
+			}
+		}
+		nodes = append(nodes, sn)
+	}
+	if len(nodes) == 0 && c.Enroll == nil {
+		return nil, fmt.Errorf("no node in %s has a netboot: entry; add one to each node to boot from the network, e.g.\n"+
+			"  - name: k5\n    netboot: {serial: 1234abcd}\n(the serial is the last 8 digits of `grep Serial /proc/cpuinfo`, or what 'imgbake netboot' logs for an unknown Pi), or add an enroll: policy", c.File)
+	}
+	return nodes, nil
+}
+
 func (a *App) serverLogger(g *globals) *slog.Logger {
 	level := slog.LevelInfo
 	if g.verbose {
@@ -177,6 +190,9 @@ func (a *App) serverLogger(g *globals) *slog.Logger {
 }
 
 func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) error {
+	if o.printUnit {
+		return a.printUnit(g, o)
+	}
 	if o.iface == "" {
 		return usagef("name the network interface the Pis are on: imgbake netboot --interface eth0")
 	}
@@ -184,7 +200,7 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 		return usagef("--tftp-port and --nbd-port must be between 1 and 65535")
 	}
 	log := a.serverLogger(g)
-	_, nodes, store, err := a.netbootSetup(g, o, log)
+	c, nodes, store, err := a.netbootSetup(g, o, log)
 	if err != nil {
 		return err
 	}
@@ -224,7 +240,17 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 		names[i] = n.Name
 	}
 	log.Info("netboot: serving", "interface", o.iface, "address", addr, "nodes", names, "state", store.StateDir, "dhcp", !o.noDHCP)
-	s := &serve.Server{Nodes: nodes, Disks: store, Addr: addr, NBDPort: uint16(o.nbdPort), Init: initFor, Log: log}
+	if err := os.MkdirAll(store.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating the state directory: %w", err)
+	}
+	var enroller atomic.Pointer[enroll.Enroller]
+	enroller.Store(a.enroller(c, store, log))
+	s := &serve.Server{Nodes: nodes, Disks: store, Addr: addr, NBDPort: uint16(o.nbdPort), Init: initFor, Log: log,
+		Enroll: serve.EnrollWith(enroller.Load),
+		Prepare: func(ctx context.Context, name string) error {
+			return a.runBuild(ctx, g, &buildOptions{out: store.ImageDir}, []string{name})
+		}}
+	go a.watchCluster(ctx, g, o, s, &enroller, log)
 	err = s.Serve(ctx, l)
 	l = serve.Listeners{} // Serve closed them
 	if err != nil {
