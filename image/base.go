@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/imgbake/imgbake/image/compression"
@@ -23,6 +24,12 @@ type PrepareOptions struct {
 	Progress io.Writer
 	// Log receives what PrepareBase does; nil = silent.
 	Log *slog.Logger
+	// SHA256, when set, is the hex sha256 the input file must have (as its
+	// publisher lists it): anything else is refused as a corrupt download.
+	// Without it, an input compressed without a checksum of its own
+	// (zstd --no-check, xz -C none) is used with a warning that it cannot
+	// be verified.
+	SHA256 string
 }
 
 // Base is a raw (decompressed) base image ready to be copied.
@@ -89,6 +96,11 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	}
 	bar.Done()
 	sum := hex.EncodeToString(h.Sum(nil))
+	head := make([]byte, compression.HeadSize)
+	n, _ := f.ReadAt(head, 0)
+	if err := verifyInput(input, sum, format, head[:n], o); err != nil {
+		return nil, err
+	}
 
 	if format == compression.Raw {
 		abs, err := filepath.Abs(input)
@@ -112,10 +124,32 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	start := time.Now()
 	size, err := decompressToCache(ctx, f, fi.Size(), format, cached, o)
 	if err != nil {
+		if errors.Is(err, compression.ErrTruncated) {
+			return nil, fmt.Errorf("decompressing %s: this looks like a truncated download: the %s data of its %d bytes ends early; download it again (%w)",
+				input, format, fi.Size(), err)
+		}
 		return nil, fmt.Errorf("decompressing %s: %w", input, err)
 	}
 	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
 	return &Base{Path: cached, InputSHA256: sum, Size: size, Format: format}, nil
+}
+
+// verifyInput compares the input's sha256 with the one the user gave, or
+// warns when nothing can verify it: compressed without a checksum, so a
+// corrupt download would decompress to a corrupt image without an error.
+func verifyInput(input, sum string, format compression.Format, head []byte, o PrepareOptions) error {
+	if o.SHA256 != "" {
+		if !strings.EqualFold(strings.TrimSpace(o.SHA256), sum) {
+			return fmt.Errorf("base image %s has sha256 %s, not the expected %s: the download is corrupt or not the file you meant; download it again",
+				input, sum, o.SHA256)
+		}
+		return nil
+	}
+	if format != compression.Raw && !compression.Checked(format, head) {
+		o.Log.Warn("the base image cannot be verified: it was compressed without a checksum (zstd --no-check or xz -C none), so a corrupt download would go unnoticed; compare its sha256 with the one its publisher lists and pass it as --base-sha256",
+			"input", input, "sha256", sum)
+	}
+	return nil
 }
 
 // decompressToCache decompresses f into a temporary file in the directory
@@ -213,6 +247,9 @@ func copySparse(ctx context.Context, out *os.File, r io.Reader) (int64, error) {
 			break
 		}
 		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return 0, fmt.Errorf("%w: %w", compression.ErrTruncated, err)
+			}
 			return 0, fmt.Errorf("%w (the file is truncated or corrupt)", err)
 		}
 	}

@@ -93,15 +93,22 @@ func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
 			exts = append(exts, i)
 		}
 	}
+	if err := damagedPartitions(info.Partitions); err != nil {
+		return nil, err
+	}
 	var root *ext4.FS
 	for _, i := range exts {
 		p := info.Partitions[i]
 		fsys, err := ext4.Open(r, p.Start, p.Size, &ext4.Options{ReadOnly: true})
 		if err != nil {
-			return nil, fmt.Errorf("opening root filesystem on partition %d: %w", p.Number, err)
+			return nil, fmt.Errorf("the ext4 filesystem on partition %d is damaged: %w; check a copy with e2fsck -fn, or download the image again", p.Number, err)
 		}
-		if _, err := fsys.Stat("/etc/os-release"); err == nil {
+		_, err = fsys.Stat("/etc/os-release")
+		switch {
+		case err == nil:
 			root, info.RootPartition = fsys, p.Number
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("the ext4 filesystem on partition %d is damaged: reading /etc/os-release: %w; check a copy with e2fsck -fn, or download the image again", p.Number, err)
 		}
 	}
 	if root == nil {
@@ -118,8 +125,11 @@ func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
 	info.RootSize, info.RootFree = root.Size(), root.FreeBytes()
 	var boot *fat.FS
 	if bp, ok := info.Partition(info.BootPartition); ok {
-		if boot, err = fat.Open(r, bp.Start, bp.Size, true, time.Time{}); err != nil {
-			return nil, fmt.Errorf("opening boot partition %d: %w", bp.Number, err)
+		if boot, err = fat.Open(r, bp.Start, bp.Size, true, time.Time{}); err == nil {
+			err = boot.Check()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("the FAT boot partition %d is damaged: %w; repair a copy with fsck.vfat -a (dosfstools), or download the image again", bp.Number, err)
 		}
 		info.BootFree = boot.FreeBytes()
 	}
@@ -129,6 +139,30 @@ func InspectReader(r io.ReaderAt, size int64) (*Info, error) {
 	}
 	info.OS = *osInfo
 	return info, nil
+}
+
+// fatTypes are the MBR partition types of FAT filesystems, and the GPT
+// types of the EFI system and basic data partitions.
+var fatTypes = map[string]bool{"0x01": true, "0x04": true, "0x06": true, "0x0b": true, "0x0c": true, "0x0e": true, "0xef": true,
+	"c12a7328-f81f-11d2-ba4b-00a0c93ec93b": true, "ebd0a0a2-b9e5-4433-87c0-68b99b26b9c7": true}
+
+// linuxTypes are the MBR and GPT types of a Linux filesystem partition.
+var linuxTypes = map[string]bool{"0x83": true, "0fc63daf-8483-4772-8e79-3d69d8477de4": true}
+
+// damagedPartitions reports a partition whose type promises a filesystem
+// imgbake edits (FAT or Linux) but whose first sectors hold none: a
+// damaged boot sector or superblock, not a different kind of image.
+func damagedPartitions(ps []Partition) error {
+	for _, p := range ps {
+		typ := strings.ToLower(p.Type)
+		switch {
+		case p.FS == "" && fatTypes[typ] && typ != "ebd0a0a2-b9e5-4433-87c0-68b99b26b9c7":
+			return fmt.Errorf("partition %d is a FAT partition (type %s) but holds no FAT filesystem: its boot sector is damaged; download the image again", p.Number, p.Type)
+		case p.FS == "" && linuxTypes[typ]:
+			return fmt.Errorf("partition %d is a Linux partition (type %s) but holds no ext4 filesystem: its superblock is damaged; check a copy with e2fsck -fn, or download the image again", p.Number, p.Type)
+		}
+	}
+	return nil
 }
 
 // probeFS fills p.FS and p.Label from the partition's first sectors.

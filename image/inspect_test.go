@@ -75,7 +75,7 @@ func TestInspectRefuses(t *testing.T) {
 		{"no ext4 root", func(t *testing.T, img string, info *Info) {
 			root, _ := info.Partition(info.RootPartition)
 			zeroAt(t, img, root.Start+1024, 1024) // wipe the superblock
-		}, "no ext4 root partition found (with /etc/os-release): partitions are p1 0x0c fat32 \"bootfs\", p2 0x83 unknown filesystem"},
+		}, "partition 2 is a Linux partition (type 0x83) but holds no ext4 filesystem: its superblock is damaged"},
 		{"unknown OS", func(t *testing.T, img string, info *Info) {
 			root, _ := info.Partition(info.RootPartition)
 			debugfsW(t, img, root, "rm /etc/rpi-issue")

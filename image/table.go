@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 )
 
 const sector = 512
@@ -62,10 +63,16 @@ type table struct {
 // readTable parses the MBR, or the GPT behind a protective MBR.
 func readTable(r io.ReaderAt, size int64) (*table, error) {
 	mbr := make([]byte, sector)
-	if _, err := r.ReadAt(mbr, 0); err != nil {
-		return nil, fmt.Errorf("reading partition table: %w", err)
+	if n, err := r.ReadAt(mbr, 0); err != nil {
+		if what := notAnImage(mbr[:n]); what != "" {
+			return nil, fmt.Errorf("this is %s of %d bytes, not a disk image: download it again (check the address; an error page or a login page is not the image)", what, n)
+		}
+		return nil, fmt.Errorf("reading partition table: %w (a disk image is at least one sector; this file has %d bytes)", err, n)
 	}
 	if mbr[510] != 0x55 || mbr[511] != 0xaa {
+		if what := notAnImage(mbr); what != "" {
+			return nil, fmt.Errorf("this is %s, not a disk image: download it again (check the address; an error page or a login page is not the image)", what)
+		}
 		return nil, errors.New("no partition table: the first sector has no MBR signature (is this a whole-disk image?)")
 	}
 	t := &table{kind: "mbr", mbr: mbr, slot: map[int]int{}}
@@ -81,8 +88,13 @@ func readTable(r io.ReaderAt, size int64) (*table, error) {
 		if typ == 0 || n == 0 {
 			continue
 		}
+		// A download cut short leaves the table promising a little more
+		// than the file holds; a damaged table promises anything.
+		if want := maxPartEnd(mbr); start > 0 && start < size && start+n > size && want < 8*size {
+			return nil, truncated(size, want)
+		}
 		if start+n > size || start == 0 {
-			return nil, fmt.Errorf("corrupt partition table: partition %d (%d bytes at %d) lies outside the %d-byte image", i+1, n, start, size)
+			return nil, fmt.Errorf("corrupt partition table: partition %d (%d bytes at %d) lies outside the %d-byte image (if the download was cut short, download it again)", i+1, n, start, size)
 		}
 		t.slot[i+1] = i
 		t.parts = append(t.parts, Partition{Number: i + 1, Start: start, Size: n,
@@ -92,6 +104,45 @@ func readTable(r io.ReaderAt, size int64) (*table, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// truncated reports an image shorter than its partition table says.
+func truncated(size, want int64) error {
+	return fmt.Errorf("this looks like a truncated download: %d of %d bytes; download it again", size, want)
+}
+
+// maxPartEnd returns the end in bytes of the MBR partition that ends last.
+func maxPartEnd(mbr []byte) int64 {
+	var end int64
+	for i := range 4 {
+		e := mbr[446+16*i:][:16]
+		if e[4] != 0 {
+			end = max(end, (int64(binary.LittleEndian.Uint32(e[8:]))+int64(binary.LittleEndian.Uint32(e[12:])))*sector)
+		}
+	}
+	return end
+}
+
+// notAnImage names what the first sector of a file that is no disk image
+// looks like: "an HTML page", "a text file", or "" when it is neither.
+func notAnImage(head []byte) string {
+	if i := bytes.IndexByte(head, 0); i >= 0 {
+		head = head[:i] // a short text file padded by the read
+	}
+	t := bytes.TrimLeft(head, " \t\r\n\ufeff")
+	if len(t) == 0 {
+		return ""
+	}
+	lower := bytes.ToLower(t)
+	if bytes.HasPrefix(lower, []byte("<!doctype html")) || bytes.HasPrefix(lower, []byte("<?xml")) || bytes.Contains(lower, []byte("<html")) {
+		return "an HTML page"
+	}
+	for _, r := range string(t) {
+		if r == utf8.RuneError || (r < 0x20 && r != '\n' && r != '\r' && r != '\t') {
+			return ""
+		}
+	}
+	return "a text file"
 }
 
 func checkOverlap(ps []Partition) error {
@@ -135,6 +186,9 @@ func readGPT(r io.ReaderAt, size int64, mbr []byte) (*table, error) {
 	// Partitions lie between the first and last usable blocks, which lie
 	// between the primary and the backup table (UEFI 2.10, 5.3.2).
 	firstUsable, lastUsable := binary.LittleEndian.Uint64(h[40:]), binary.LittleEndian.Uint64(h[48:])
+	if alt := binary.LittleEndian.Uint64(h[32:]); alt < 1<<40 && lastUsable < alt && int64(alt+1)*sector > size && int64(alt+1)*sector < 8*size {
+		return nil, truncated(size, int64(alt+1)*sector)
+	}
 	if entLBA < 2 || entLBA >= uint64(size/sector) || firstUsable < 2 || lastUsable < firstUsable || lastUsable >= uint64(size/sector) {
 		return nil, errors.New("corrupt partition table: GPT header points outside the image")
 	}

@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"github.com/klauspost/compress/gzip"
 	"io"
@@ -53,6 +54,29 @@ var magics = []struct {
 	{Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd}},
 	{Gzip, []byte{0x1f, 0x8b}},
 	{Zip, []byte("PK\x03\x04")},
+}
+
+// ErrTruncated reports compressed data that ends before its end marker: a
+// download cut short.
+var ErrTruncated = errors.New("the compressed data ends early")
+
+// Checked reports whether data of format f that starts with head carries
+// a checksum of its content, so that decompressing it detects corruption:
+// false for a zstd frame without a content checksum (zstd --no-check) and
+// an xz stream with check type None (xz -C none). Gzip and zip always
+// carry a CRC32; raw data carries nothing (its sha256 is the only check).
+func Checked(f Format, head []byte) bool {
+	switch f {
+	case Zstd:
+		// Frame header descriptor, bit 2: Content_Checksum_flag (RFC 8878, 3.1.1.1.1).
+		return len(head) > 4 && head[4]&0x04 != 0
+	case XZ:
+		// Stream flags: the second byte is the check type (xz-file-format 2.1.1.2).
+		return len(head) > 7 && head[7]&0x0f != 0
+	case Gzip, Zip:
+		return true
+	}
+	return false
 }
 
 // HeadSize is how many first bytes Detect needs.

@@ -115,7 +115,7 @@ func xzStream(r io.ReaderAt, end int64) ([]xzBlock, int64, error) {
 		return nil, 0, err
 	}
 	if foot[10] != 'Y' || foot[11] != 'Z' {
-		return nil, 0, errors.New("xz: no stream footer at the end (the file is truncated or not .xz)")
+		return nil, 0, fmt.Errorf("xz: no stream footer at the end: %w", ErrTruncated)
 	}
 	if crc32.ChecksumIEEE(foot[4:10]) != binary.LittleEndian.Uint32(foot[:4]) {
 		return nil, 0, errors.New("xz: stream footer checksum mismatch (the file is corrupt)")

@@ -30,6 +30,9 @@ func (f *FS) Check() error {
 			return nil, fmt.Errorf("%w: %s: bad cluster chain", ErrCorrupt, path)
 		}
 		for _, c := range cs {
+			if f.fat[c] == 0 {
+				return nil, fmt.Errorf("%w: %s uses cluster %d, which the FAT marks free", ErrCorrupt, path, c)
+			}
 			if owner[c] != "" {
 				return nil, fmt.Errorf("%w: %s and %s share cluster %d", ErrCorrupt, owner[c], path, c)
 			}

@@ -25,6 +25,7 @@ type buildOptions struct {
 	profile, base, out, k3sBinary, airgap, size, compress, cacheDir, profilesDir string
 	all                                                                          bool
 	sha256                                                                       bool
+	baseSHA256                                                                   string
 }
 
 func (a *App) buildCommand(g *globals) *cobra.Command {
@@ -69,6 +70,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
 	f.BoolVar(&o.all, "all", false, "build every node in the cluster file")
 	f.StringVar(&o.base, "base", "", "base image (default: base: in the cluster file)")
+	f.StringVar(&o.baseSHA256, "base-sha256", "", "refuse the base image unless its file has this sha256 (as its publisher lists it)")
 	f.StringVarP(&o.out, "out", "o", "", "output directory (default: output-dir: in the cluster file, or out)")
 	f.StringVar(&o.k3sBinary, "k3s-binary", "", "use this k3s binary instead of downloading the release (k3s-arm64 or k3s-armhf)")
 	f.StringVar(&o.airgap, "airgap-images", "", "preload this k3s airgap images tarball (k3s-airgap-images-<arch>.tar.zst)")
@@ -140,7 +142,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		}
 	}
 
-	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log})
+	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log, SHA256: o.baseSHA256})
 	if interrupted(ctx, err) {
 		return errors.New("interrupted while preparing the base image; no image was written")
 	} else if err != nil {
