@@ -60,6 +60,16 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
+	if cacheDir != "" {
+		if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating cache directory: %w", err)
+		}
+		unlock, err := lockDir(cacheDir, o.Log, true)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+	}
 	b, err := prepareBase(ctx, input, cacheDir, o)
 	if err != nil {
 		return nil, err
@@ -155,7 +165,7 @@ func verifyInput(input, sum string, format compression.Format, head []byte, o Pr
 // decompressToCache decompresses f into a temporary file in the directory
 // of dst, then renames it to dst. On error nothing is left behind.
 func decompressToCache(ctx context.Context, f *os.File, size int64, format compression.Format, dst string, o PrepareOptions) (n int64, err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".*.tmp")
+	tmp, err := os.CreateTemp(filepath.Dir(dst), tempPattern(dst, ""))
 	if err != nil {
 		return 0, fmt.Errorf("creating cache file: %w", err)
 	}

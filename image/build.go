@@ -131,6 +131,12 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 	if err := os.MkdirAll(filepath.Dir(o.Output), 0o755); err != nil {
 		return nil, fmt.Errorf("creating output directory: %w", err)
 	}
+	unlock, err := lockDir(filepath.Dir(o.Output), o.Log, false)
+	if err != nil {
+		return nil, fmt.Errorf("building %s: %w", o.Output, err)
+	}
+	defer unlock()
+	phase(ctx, "copy")
 	b := &builder{o: &o}
 	defer b.cleanup()
 	res, err := b.run(ctx)
@@ -143,13 +149,11 @@ func Build(ctx context.Context, o BuildOptions) (*Result, error) {
 // builder holds one Build's temporary files.
 type builder struct {
 	o     *BuildOptions
-	temps []string // removed by cleanup unless renamed
-	done  []string // renamed into place; removed if a later rename fails
-	ok    bool
+	temps []string // removed by cleanup (a no-op for those renamed)
 }
 
 func (b *builder) temp(suffix string) (*os.File, error) {
-	f, err := os.CreateTemp(filepath.Dir(b.o.Output), "."+filepath.Base(b.o.Output)+".*"+suffix+".tmp")
+	f, err := os.CreateTemp(filepath.Dir(b.o.Output), tempPattern(b.o.Output, suffix))
 	if err != nil {
 		return nil, fmt.Errorf("creating temporary file: %w", err)
 	}
@@ -160,11 +164,6 @@ func (b *builder) temp(suffix string) (*os.File, error) {
 func (b *builder) cleanup() {
 	for _, p := range b.temps {
 		os.Remove(p)
-	}
-	if !b.ok {
-		for _, p := range b.done {
-			os.Remove(p)
-		}
 	}
 }
 
@@ -180,7 +179,7 @@ func (b *builder) writeBmap(ctx context.Context, img *trackedFile, size int64) (
 	})
 	if b.o.SHA256 {
 		g.Go(func() (err error) {
-			imgSum, err = hashFile(img.File, size, progress.New(b.o.Progress, "checksumming image", size))
+			imgSum, err = hashFile(ctx, img.File, size, progress.New(b.o.Progress, "checksumming image", size))
 			return err
 		})
 	}
@@ -210,6 +209,10 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	}
 	defer img.Close()
 	o.Log.Debug("copied base image", "took", time.Since(start))
+	phase(ctx, "apply")
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	files, edits, err := b.applyPlan(img)
 	if err != nil {
 		return nil, err
@@ -218,6 +221,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	phase(ctx, "bmap")
 	bm, bmf, imgSum, err := b.writeBmap(ctx, img, size)
 	if err != nil {
 		return nil, err
@@ -233,6 +237,12 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	for _, r := range bm.Ranges {
 		br := bm.ByteRange(r)
 		m.Ranges = append(m.Ranges, manifest.Range{Offset: br.Offset, Length: br.Length, SHA256: r.SHA256})
+		if img.dirty[int(br.Offset/cellSize)] {
+			m.Image.Changed = append(m.Image.Changed, br.Offset)
+		}
+	}
+	if m.Image.BmapSHA256, err = fileSum(bmf.Name()); err != nil {
+		return nil, fmt.Errorf("writing bmap: %w", err)
 	}
 	final := img.Name()
 	res := &Result{Image: o.Output, Bmap: o.Output + ".bmap", Manifest: o.Output + ".manifest.json", SHA256: imgSum, Size: size, Grown: grown}
@@ -242,6 +252,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		o.Log.Debug("compressing image", "format", o.Compress)
+		phase(ctx, "compress")
 		csum, err := compressImage(ctx, img.File, size, o.Compress, cf, progress.New(o.Progress, "compressing", size))
 		if err != nil {
 			return nil, fmt.Errorf("compressing image: %w", err)
@@ -267,22 +278,11 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("writing manifest: %w", err)
 	}
 	// The image holds the join token and the node password: only its owner
-	// may read it. The bmap and the manifest hold no secrets.
-	outputs := []struct {
-		tmp, final string
-		mode       os.FileMode
-	}{{final, res.Image, 0o600}, {bmf.Name(), res.Bmap, 0o644}, {mf.Name(), res.Manifest, 0o644}}
-	for _, out := range outputs {
-		mv := [2]string{out.tmp, out.final}
-		if err := os.Chmod(mv[0], out.mode); err != nil {
-			return nil, err
-		}
-		if err := os.Rename(mv[0], mv[1]); err != nil {
-			return nil, fmt.Errorf("storing output: %w", err)
-		}
-		b.done = append(b.done, mv[1])
+	// may read it. The bmap and the manifest hold no secrets. The manifest
+	// goes last: it commits the set.
+	if err := commitOutputs(ctx, []output{{final, res.Image, 0o600}, {bmf.Name(), res.Bmap, 0o644}, {mf.Name(), res.Manifest, 0o644}}); err != nil {
+		return nil, err
 	}
-	b.ok = true
 	o.Log.Info("image built", "image", res.Image, "size", size, "sha256", imgSum, "grown", grown)
 	return res, nil
 }
@@ -412,8 +412,36 @@ func (b *builder) applyPlan(img *trackedFile) ([]manifest.File, []manifest.Edit,
 	return files, edits, nil
 }
 
+// ctxReaderAt is an *os.File whose reads fail once ctx is done, so that
+// long reads (checksumming) stop on an interrupt.
+type ctxReaderAt struct {
+	ctx context.Context
+	*os.File
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.File.ReadAt(p, off)
+}
+
+// fileSum returns the hex sha256 of the file at p.
+func fileSum(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
 // hashFile returns the hex sha256 of the first size bytes of f.
-func hashFile(f *os.File, size int64, bar *progress.Bar) (string, error) {
+func hashFile(ctx context.Context, f *os.File, size int64, bar *progress.Bar) (string, error) {
 	defer bar.Done()
 	h := sha256.New()
 	buf := make([]byte, 4<<20)
@@ -434,7 +462,7 @@ func hashFile(f *os.File, size int64, bar *progress.Bar) (string, error) {
 			start, end = size, size
 		}
 		hashZeros(start - off)
-		if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(f, start, end-start), bar), buf); err != nil {
+		if _, err := io.CopyBuffer(h, progress.NewReader(io.NewSectionReader(ctxReaderAt{ctx, f}, start, end-start), bar), buf); err != nil {
 			return "", fmt.Errorf("checksumming image: %w", err)
 		}
 		off = end

@@ -541,7 +541,7 @@ func TestHashFileSparse(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := sha256.Sum256(data)
-	got, err := hashFile(f, size, nil)
+	got, err := hashFile(context.Background(), f, size, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

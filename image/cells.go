@@ -139,7 +139,7 @@ func loadCells(path string, size int64) (*cellSums, error) {
 
 // saveCells writes cs to path under a temporary name, then renames it.
 func saveCells(path string, cs *cellSums) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	tmp, err := os.CreateTemp(filepath.Dir(path), tempPattern(path, ""))
 	if err != nil {
 		return err
 	}

@@ -86,6 +86,13 @@ type Image struct {
 	RawKept bool `json:"raw_kept,omitempty"`
 	// Bmap is the block map's file name.
 	Bmap string `json:"bmap"`
+	// BmapSHA256 is the sha256 of the .bmap file: with the ranges'
+	// checksums it ties the set (image, .bmap, manifest) together, so that
+	// CheckSet recognises files from different builds.
+	BmapSHA256 string `json:"bmap_sha256,omitempty"`
+	// Changed lists the offsets of (up to 64 of) the ranges this build
+	// wrote, which differ between builds: CheckSet reads those.
+	Changed []int64 `json:"changed,omitempty"`
 }
 
 // Range is a data range of the raw image with its checksum.

@@ -218,6 +218,15 @@ func (a *App) openFlashInput(g *globals, o *flashOptions, imageArg string) (*fla
 			return nil, err
 		}
 	}
+	// The manifest commits a build's files as a set: refuse, before
+	// writing anything, an image or .bmap it does not describe.
+	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" {
+		if man, err := manifest.Load(mf); err == nil {
+			if err := man.CheckSet(files.image, files.bmap); err != nil {
+				return err
+			}
+		}
+	}
 	src, err := flash.OpenSource(files.image)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -270,4 +272,56 @@ func TestVerifyManifest(t *testing.T) {
 	if code, _, errOut = runWith(t, "", "verify", "--bmap", image+".bmap", image, target); code != 0 {
 		t.Errorf("verify --bmap: exit %d %q", code, errOut)
 	}
+}
+
+// TestFlashRefusesMixedSet: an image or .bmap of another build beside a
+// manifest (a build killed between its renames) is refused before a byte
+// is written, with what to do.
+func TestFlashRefusesMixedSet(t *testing.T) {
+	dir := t.TempDir()
+	image, m := flashImage(t, dir, "k5")
+	sum := func(p string) string { s := sha256.Sum256(mustReadFile(t, p)); return hex.EncodeToString(s[:]) }
+	mf := &manifest.Manifest{FormatVersion: manifest.FormatVersion,
+		Image: manifest.Image{Name: "k5.img", Size: m.ImageSize, Bmap: "k5.img.bmap", BmapSHA256: sum(image + ".bmap")}}
+	for _, r := range m.Ranges {
+		br := m.ByteRange(r)
+		mf.Ranges = append(mf.Ranges, manifest.Range{Offset: br.Offset, Length: br.Length, SHA256: r.SHA256})
+		mf.Image.Changed = append(mf.Image.Changed, br.Offset)
+	}
+	data, _ := mf.Marshal()
+	os.WriteFile(image+".manifest.json", data, 0o644)
+	good := mustReadFile(t, image)
+	goodBmap := mustReadFile(t, image+".bmap")
+	other, _ := flashImage(t, t.TempDir(), "k5")
+	for name, swap := range map[string]func(){
+		"image of another build": func() { os.WriteFile(image, mustReadFile(t, other), 0o600) },
+		"bmap of another build":  func() { os.WriteFile(image+".bmap", mustReadFile(t, other+".bmap"), 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			os.WriteFile(image, good, 0o600)
+			os.WriteFile(image+".bmap", goodBmap, 0o644)
+			target := filepath.Join(t.TempDir(), "card.img")
+			if code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target); code != 0 {
+				t.Fatalf("flash of the consistent set: exit %d %s", code, errOut)
+			}
+			swap()
+			target = filepath.Join(t.TempDir(), "card.img")
+			code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target)
+			if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") {
+				t.Fatalf("flash of a mixed set: exit %d %q", code, errOut)
+			}
+			if _, err := os.Stat(target); err == nil {
+				t.Fatal("the target was written")
+			}
+		})
+	}
+}
+
+func mustReadFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
