@@ -223,7 +223,7 @@ func (a *App) openFlashInput(g *globals, o *flashOptions, imageArg string) (*fla
 	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" {
 		if man, err := manifest.Load(mf); err == nil {
 			if err := man.CheckSet(files.image, files.bmap); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
