@@ -241,7 +241,7 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 			m.Image.Changed = append(m.Image.Changed, br.Offset)
 		}
 	}
-	if m.Image.BmapSHA256, err = fileSum(bmf.Name()); err != nil {
+	if m.Image.BmapSHA256, err = manifest.FileSHA256(bmf.Name()); err != nil {
 		return nil, fmt.Errorf("writing bmap: %w", err)
 	}
 	final := img.Name()
@@ -424,20 +424,6 @@ func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return c.File.ReadAt(p, off)
-}
-
-// fileSum returns the hex sha256 of the file at p.
-func fileSum(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // hashFile returns the hex sha256 of the first size bytes of f.

@@ -27,7 +27,7 @@ func (m *Manifest) CheckSet(imagePath, bmapPath string) error {
 			what, m.Image.Name+".manifest.json")
 	}
 	if bmapPath != "" && m.Image.BmapSHA256 != "" && filepath.Base(bmapPath) == m.Image.Bmap {
-		sum, err := fileSHA256(bmapPath)
+		sum, err := FileSHA256(bmapPath)
 		if err != nil {
 			return fmt.Errorf("checking %s: %w", bmapPath, err)
 		}
@@ -38,7 +38,7 @@ func (m *Manifest) CheckSet(imagePath, bmapPath string) error {
 	base := filepath.Base(imagePath)
 	switch {
 	case m.Image.Compressed != "" && base == m.Image.Compressed && m.Image.CompressedSHA256 != "":
-		sum, err := fileSHA256(imagePath)
+		sum, err := FileSHA256(imagePath)
 		if err != nil {
 			return fmt.Errorf("checking %s: %w", imagePath, err)
 		}
@@ -97,7 +97,8 @@ func (m *Manifest) probes() []Range {
 	return out
 }
 
-func fileSHA256(p string) (string, error) {
+// FileSHA256 returns the hex sha256 of the file at p.
+func FileSHA256(p string) (string, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
