@@ -3,6 +3,7 @@ package firstboot
 import (
 	"bytes"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"strconv"
@@ -52,12 +53,64 @@ func editUserData(old []byte, name string) []byte {
 	if !bytes.HasPrefix(old, []byte("#cloud-config")) {
 		return old
 	}
+	fresh := []byte("#cloud-config\nhostname: " + name + "\npreserve_hostname: false\n")
+	var doc yaml.Node
+	parsed := yaml.Unmarshal(old, &doc) == nil
+	if parsed {
+		if len(doc.Content) != 1 || doc.Content[0].Tag == "!!null" {
+			return fresh // nothing but comments
+		}
+		if doc.Content[0].Kind != yaml.MappingNode {
+			return old // not a cloud-config mapping: meta-data's local-hostname names the node
+		}
+	}
 	out := setTopKey(old, "hostname", name)
 	out = setTopKey(out, "preserve_hostname", "false")
 	if hasTopKey(out, "fqdn") {
 		out = setTopKey(out, "fqdn", name)
 	}
-	return out
+	if !parsed || hostnameSet(old, out, name) {
+		return out
+	}
+	// YAML the line edit cannot handle (an indented mapping, flow style):
+	// edit the parsed document instead, which keeps the values but not the
+	// layout.
+	str := func(v, tag string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Tag: tag, Value: v} }
+	top := doc.Content[0]
+	setMapKey(top, "hostname", str(name, "!!str"))
+	setMapKey(top, "preserve_hostname", str("false", "!!bool"))
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if top.Content[i].Value == "fqdn" {
+			top.Content[i+1] = str(name, "!!str")
+		}
+	}
+	edited, err := marshal(&doc)
+	if err != nil {
+		return old
+	}
+	if !bytes.HasPrefix(edited, []byte("#cloud-config")) {
+		edited = append([]byte("#cloud-config\n"), edited...)
+	}
+	if !hostnameSet(old, edited, name) {
+		return old // YAML too exotic to edit safely: meta-data's local-hostname names the node
+	}
+	return edited
+}
+
+// hostnameSet reports whether the edited user-data parses with hostname
+// name, preserve_hostname false and every other top-level key of old as
+// it was.
+func hostnameSet(old, out []byte, name string) bool {
+	var before, after map[any]any
+	if yaml.Unmarshal(old, &before) != nil || yaml.Unmarshal(out, &after) != nil || after["hostname"] != name || after["preserve_hostname"] != false {
+		return false
+	}
+	for k, v := range before {
+		if k != "hostname" && k != "preserve_hostname" && k != "fqdn" && !reflect.DeepEqual(after[k], v) {
+			return false
+		}
+	}
+	return true
 }
 
 // setTopKey replaces a top-level "key: value" line (with no nested block
@@ -107,7 +160,7 @@ func editNetworkConfig(old []byte, s *static) ([]byte, error) {
 	net := doc
 	if inner, ok := doc["network"].(map[string]any); ok {
 		net = inner
-	} else if _, ok := doc["version"]; !ok {
+	} else if !isNetworkV2(doc) {
 		net = map[string]any{}
 		doc["network"] = net
 	}
@@ -121,6 +174,17 @@ func editNetworkConfig(old []byte, s *static) ([]byte, error) {
 		return nil, fmt.Errorf("writing network-config: %w", err)
 	}
 	return append([]byte("# Written by imgbake: static wired address; other settings kept.\n"), out...), nil
+}
+
+// isNetworkV2 reports whether doc is itself a network configuration (not
+// wrapped in network:): it has a version or any of the device sections.
+func isNetworkV2(doc map[string]any) bool {
+	for _, k := range []string{"version", "ethernets", "wifis", "bonds", "bridges", "vlans"} {
+		if _, ok := doc[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // cloudSettingsDesc says what cloudSettings changes, for the manifest.
