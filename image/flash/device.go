@@ -32,6 +32,9 @@ type Device struct {
 	// Holders are partitions in use by the device mapper or RAID
 	// ("sdb2 is held by dm-0").
 	Holders []string `json:"holders,omitempty"`
+	// BackingFile is the file a loop device reads and writes
+	// (/sys/block/loopN/loop/backing_file), empty for other devices.
+	BackingFile string `json:"backing_file,omitempty"`
 	// UnmountHint is the command that unmounts the device's partitions.
 	UnmountHint string `json:"-"`
 }

@@ -126,6 +126,7 @@ func (s Sysfs) device(name string, use *usage) Device {
 	d.Size = sectors * 512 // /sys/block/*/size counts 512-byte sectors whatever the device's sector size
 	d.Model = strings.Join(strings.Fields(s.read("sys", "block", name, "device", "vendor")+" "+s.read("sys", "block", name, "device", "model")), " ")
 	d.ReadOnly = s.read("sys", "block", name, "ro") == "1"
+	d.BackingFile = s.read("sys", "block", name, "loop", "backing_file")
 	link, _ := os.Readlink(s.path("sys", "block", name))
 	switch {
 	case strings.Contains(link, "/usb"):

@@ -365,6 +365,15 @@ func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image stri
 	if err != nil {
 		return false, "", err
 	}
+	if d.BackingFile != "" {
+		for _, f := range []string{image, flash.BmapPathFor(image), flash.SidecarFor(image, ".manifest.json"), strings.TrimSuffix(image, filepath.Ext(image))} {
+			if bst, err := os.Stat(d.BackingFile); err == nil && f != "" {
+				if ist, err := os.Stat(f); err == nil && os.SameFile(bst, ist) {
+					return false, "", fmt.Errorf("%s is a loop device backed by %s, the image being flashed: give a card or another device", path, f)
+				}
+			}
+		}
+	}
 	if err := flash.CheckDevice(d, size, flash.CheckOptions{Force: o.force}); err != nil {
 		return false, "", err
 	}

@@ -325,3 +325,28 @@ func mustReadFile(t *testing.T, p string) []byte {
 	}
 	return b
 }
+
+// TestFlashRefusesLoopOfItself: a loop device whose backing file is the
+// image being flashed (or its raw image, for a compressed one) is refused,
+// even with --force and --yes, and nothing is written.
+func TestFlashRefusesLoopOfItself(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	dir := t.TempDir()
+	image, _ := flashImage(t, dir, "k7")
+	before, _ := os.ReadFile(image)
+	out, err := exec.Command("losetup", "-f", "--show", image).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	code, _, errOut := runWith(t, "", "flash", "--force", "--yes", image, loop)
+	if code != 1 || !strings.Contains(errOut, "is a loop device backed by") || !strings.Contains(errOut, "the image being flashed") {
+		t.Fatalf("flash of an image onto its own loop device: exit %d %q", code, errOut)
+	}
+	if now, _ := os.ReadFile(image); !bytes.Equal(now, before) {
+		t.Fatal("the image was written")
+	}
+}
