@@ -83,13 +83,17 @@ func (b *builder) network() error {
 // nmKeyfile is a NetworkManager connection for any wired interface, with a
 // UUID derived from the node name so builds are reproducible.
 func (s *static) nmKeyfile(name string) string {
-	h := sha256.Sum256([]byte("imgbake-nm:" + name))
-	h[6] = h[6]&0x0f | 0x50 // version 5-style
-	h[8] = h[8]&0x3f | 0x80
-	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by imgbake: static address for %s.\n[connection]\nid=imgbake-wired\nuuid=%s\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n\n[ethernet]\n\n[ipv4]\nmethod=manual\n", name, uuid)
-	fmt.Fprintf(&b, "address1=%s", s.addr)
+	fmt.Fprintf(&b, "# Written by imgbake: static address for %s.\n[connection]\nid=imgbake-wired\nuuid=%s\ntype=ethernet\nautoconnect=true\nautoconnect-priority=100\n\n[ethernet]\n\n", name, connUUID("", name))
+	b.WriteString(s.nmIPv4())
+	b.WriteString("\n[ipv6]\nmethod=auto\n")
+	return b.String()
+}
+
+// nmIPv4 is the [ipv4] section of a NetworkManager keyfile.
+func (s *static) nmIPv4() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[ipv4]\nmethod=manual\naddress1=%s", s.addr)
 	if s.gateway != "" {
 		fmt.Fprintf(&b, ",%s", s.gateway)
 	}
@@ -97,8 +101,16 @@ func (s *static) nmKeyfile(name string) string {
 	if len(s.dns) > 0 {
 		fmt.Fprintf(&b, "dns=%s;\n", strings.Join(s.dns, ";"))
 	}
-	b.WriteString("\n[ipv6]\nmethod=auto\n")
 	return b.String()
+}
+
+// connUUID is a NetworkManager connection UUID derived from the node name
+// and a kind ("" for the wired connection), so builds are reproducible.
+func connUUID(kind, name string) string {
+	h := sha256.Sum256([]byte("imgbake-nm:" + kind + name))
+	h[6] = h[6]&0x0f | 0x50 // version 5-style
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
 // ethernet is the netplan / cloud-init v2 form of the wired interface.
@@ -130,8 +142,12 @@ func (s *static) netplan() string {
 }
 
 func (s *static) networkd() string {
+	return "# Written by imgbake: static address.\n[Match]\nName=e*\n\n[Network]\n" + s.networkdAddress()
+}
+
+// networkdAddress is the static part of a .network file's [Network].
+func (s *static) networkdAddress() string {
 	var b strings.Builder
-	b.WriteString("# Written by imgbake: static address.\n[Match]\nName=e*\n\n[Network]\n")
 	fmt.Fprintf(&b, "Address=%s\n", s.addr)
 	if s.gateway != "" {
 		fmt.Fprintf(&b, "Gateway=%s\n", s.gateway)
@@ -143,8 +159,13 @@ func (s *static) networkd() string {
 }
 
 func (s *static) ifupdown() string {
+	return "# Written by imgbake: static address.\nauto eth0\n" + s.ifupdownStanza("eth0")
+}
+
+// ifupdownStanza is an interfaces(5) stanza with the static address.
+func (s *static) ifupdownStanza(iface string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Written by imgbake: static address.\nauto eth0\niface eth0 inet static\n\taddress %s\n", s.addr)
+	fmt.Fprintf(&b, "iface %s inet static\n\taddress %s\n", iface, s.addr)
 	if s.gateway != "" {
 		fmt.Fprintf(&b, "\tgateway %s\n", s.gateway)
 	}

@@ -14,7 +14,7 @@ const (
 	testSHA512   = "$6$Qo4hbGdYbfVHCAuv$6Yf6qFvdjZCw/8MVBQbkUXqgWMrbP3U3gmOtOmbhcJ4JAbcCmn.k8MdLbg2v7STJpFujBs5xTQ3rbhHb2aYCu1"
 	testPass     = "wifi pass \"with\" quotes"
 	testPSK      = "3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f"
-	aliceKey     = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlicealicealicealicealicealicealicealice alice@laptop"
+	aliceKey     = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDFTcd3cbfFW4RoFaOzo+Gor/TYtF/y90CA5B9aYzXoJ c@imgbake"
 )
 
 func settingsCluster(u *config.User, w *config.WiFi) *config.Cluster {

@@ -3,7 +3,6 @@ package firstboot
 import (
 	"crypto/pbkdf2"
 	"crypto/sha1"
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -70,15 +69,6 @@ func (b *builder) wifi(s config.Settings) error {
 	return nil
 }
 
-// connUUID is a UUID derived from the node name and a kind, so builds are
-// reproducible.
-func connUUID(kind, name string) string {
-	h := sha256.Sum256([]byte("imgbake-nm:" + kind + name))
-	h[6] = h[6]&0x0f | 0x50
-	h[8] = h[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
-}
-
 // nmWiFi is a NetworkManager keyfile for the network, as raspberrypi-sys-
 // mods' imager_custom set_wlan writes it.
 func nmWiFi(name string, w *config.WiFi, sec config.WiFiSecret, st *static) string {
@@ -89,16 +79,7 @@ func nmWiFi(name string, w *config.WiFi, sec config.WiFiSecret, st *static) stri
 		fmt.Fprintf(&b, "[wifi-security]\nkey-mgmt=wpa-psk\npsk=%s\n\n", nmString(p))
 	}
 	if st != nil {
-		b.WriteString("[ipv4]\nmethod=manual\n")
-		fmt.Fprintf(&b, "address1=%s", st.addr)
-		if st.gateway != "" {
-			fmt.Fprintf(&b, ",%s", st.gateway)
-		}
-		b.WriteString("\n")
-		if len(st.dns) > 0 {
-			fmt.Fprintf(&b, "dns=%s;\n", strings.Join(st.dns, ";"))
-		}
-		b.WriteString("\n")
+		b.WriteString(st.nmIPv4() + "\n")
 	} else {
 		b.WriteString("[ipv4]\nmethod=auto\n\n")
 	}
@@ -220,13 +201,7 @@ func ifupdownWiFi(st *static) string {
 	if st == nil {
 		b.WriteString("iface " + wifiIface + " inet dhcp\n")
 	} else {
-		fmt.Fprintf(&b, "iface %s inet static\n\taddress %s\n", wifiIface, st.addr)
-		if st.gateway != "" {
-			fmt.Fprintf(&b, "\tgateway %s\n", st.gateway)
-		}
-		if len(st.dns) > 0 {
-			fmt.Fprintf(&b, "\tdns-nameservers %s\n", strings.Join(st.dns, " "))
-		}
+		b.WriteString(st.ifupdownStanza(wifiIface))
 	}
 	b.WriteString("\twpa-conf /etc/wpa_supplicant/wpa_supplicant.conf\n")
 	return b.String()
@@ -238,17 +213,9 @@ func networkdWiFi(st *static) string {
 	var b strings.Builder
 	b.WriteString("# Written by imgbake: Wi-Fi interface (wpa_supplicant@" + wifiIface + " joins the network).\n[Match]\nName=" + wifiIface + "\n\n[Network]\n")
 	if st == nil {
-		b.WriteString("DHCP=yes\n")
-		return b.String()
+		return b.String() + "DHCP=yes\n"
 	}
-	fmt.Fprintf(&b, "Address=%s\n", st.addr)
-	if st.gateway != "" {
-		fmt.Fprintf(&b, "Gateway=%s\n", st.gateway)
-	}
-	for _, d := range st.dns {
-		fmt.Fprintf(&b, "DNS=%s\n", d)
-	}
-	return b.String()
+	return b.String() + st.networkdAddress()
 }
 
 // setIniKey sets key=value in [section] of an INI-style file, adding the
