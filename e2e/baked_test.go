@@ -26,13 +26,27 @@ const k3sVersion = "v1.31.4+k3s1"
 // there (the stand-in k3s does not connect), it only has to reach the config.
 const serverAddr = "10.0.2.15"
 
+// e2eUser, e2eKey and e2ePassword are the login user every baked node gets
+// (a password given to init, a key in the cluster file), with e2eTimezone.
+const (
+	e2eUser     = "alice"
+	e2eKey      = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIPWfyXFyYg9mP6Q6BK8MSsnvwlIJlz94NtdCTQ4Gl+G e2e@imgbake"
+	e2ePassword = "e2e password"
+	e2eTimezone = "Europe/Berlin"
+)
+
 // clusterFile lists the nodes the boot tests bake: a server and a worker,
-// each with a label and a taint.
+// each with a label and a taint, and the login user and timezone.
 const clusterFile = `server: ` + serverAddr + `
 k3s:
   version: ` + k3sVersion + `
 %s
 base: %s
+user:
+  name: ` + e2eUser + `
+  authorized-keys:
+    - ` + e2eKey + `
+timezone: ` + e2eTimezone + `
 nodes:
   - name: k1
     profile: server
@@ -83,6 +97,8 @@ func (e *env) imgbakeBinary(ctx context.Context) (string, error) {
 type baked struct {
 	dir   string // out/<node>.img
 	token string // the join token of imgbake.secrets.yaml
+	// passwordHash is the login user's, from imgbake.secrets.yaml.
+	passwordHash string
 }
 
 // bake runs `imgbake init` and `imgbake build --all` on the base image of
@@ -110,13 +126,14 @@ func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error
 		run := func(args ...string) error {
 			cmd := exec.CommandContext(ctx, bin, args...)
 			cmd.Dir = dir
+			cmd.Stdin = strings.NewReader(e2ePassword + "\n")
 			b, err := cmd.CombinedOutput()
 			if err != nil {
 				return fmt.Errorf("imgbake %s: %w\n%s", strings.Join(args, " "), err, b)
 			}
 			return nil
 		}
-		if err := run("init", "--server", serverAddr, "--base", base); err != nil {
+		if err := run("init", "--server", serverAddr, "--base", base, "--user", e2eUser, "--password"); err != nil {
 			return "", err
 		}
 		args := []string{"build", "--all", "--cache-dir", filepath.Join(dir, "cache")}
@@ -149,12 +166,13 @@ func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error
 		return baked{}, err
 	}
 	var s struct {
-		Token string `yaml:"token"`
+		Token        string `yaml:"token"`
+		PasswordHash string `yaml:"password-hash"`
 	}
-	if err := yaml.Unmarshal(b, &s); err != nil || s.Token == "" {
-		return baked{}, fmt.Errorf("reading the join token of imgbake.secrets.yaml: %v", err)
+	if err := yaml.Unmarshal(b, &s); err != nil || s.Token == "" || s.PasswordHash == "" {
+		return baked{}, fmt.Errorf("reading the join token and password hash of imgbake.secrets.yaml: %v", err)
 	}
-	return baked{dir: filepath.Join(dir, "out"), token: s.Token}, nil
+	return baked{dir: filepath.Join(dir, "out"), token: s.Token, passwordHash: s.PasswordHash}, nil
 }
 
 // releaseMirror serves binary as k3s release k3sVersion on loopback, laid out
@@ -257,6 +275,7 @@ func (e *env) testBakedNode(t *testing.T, arch, node string, dirty bool) {
 		}
 	}
 	checkFirstboot(t, rec, true)
+	checkLogin(ctx, t, v, rec, b)
 	if rec["marker_prev"] != "0" {
 		t.Errorf("boot 1: marker before = %q, want 0", rec["marker_prev"])
 	}
@@ -313,5 +332,53 @@ func (e *env) testBakedOnce(t *testing.T, arch, node string) {
 	checkNode(t, rec, spec, nodeExpect(node))
 	checkToken(t, rec, b.token)
 	checkFirstboot(t, rec, true)
+	checkLogin(ctx, t, v, rec, b)
 	powerOffClean(ctx, t, v, disk)
+}
+
+// checkLogin checks the first-boot settings of the cluster file: the boot
+// reached multi-user.target (the userconf-pi stand-in of the base did not
+// wait for a keyboard), the login user exists with the password given to
+// init, its key and sudo, and the timezone is set.
+func checkLogin(ctx context.Context, t *testing.T, v *vm, rec map[string]string, b baked) {
+	t.Helper()
+	mctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	defer cancel()
+	mu, err := v.record(mctx, "multi_user")
+	if err != nil {
+		t.Error(err)
+	} else if !strings.HasPrefix(mu, "active ") || !strings.Contains(mu, "UnitFileState=disabled") {
+		t.Errorf("multi-user.target: %q, want it active and the first-boot wizard (userconfig.service) disabled", mu)
+	}
+	var acct string
+	for _, l := range strings.Split(rec["accounts"], "\n") {
+		if strings.HasPrefix(l, e2eUser+" ") {
+			acct = l
+		}
+	}
+	f := map[string]string{}
+	for _, kv := range strings.Fields(acct) {
+		if k, val, ok := strings.Cut(kv, "="); ok {
+			f[k] = val
+		}
+	}
+	sum := sha256.Sum256([]byte(b.passwordHash))
+	switch {
+	case acct == "":
+		t.Errorf("no account %s; login accounts: %q", e2eUser, rec["accounts"])
+	case f["home"] != "/home/"+e2eUser || f["shell"] != "/bin/bash":
+		t.Errorf("account %s: %s", e2eUser, acct)
+	case f["shadow_sha256"] != hex.EncodeToString(sum[:]):
+		t.Errorf("account %s: /etc/shadow does not hold the password hash of imgbake.secrets.yaml", e2eUser)
+	case !strings.Contains(","+f["groups"]+",", ",sudo,"):
+		t.Errorf("account %s is not in group sudo: %s", e2eUser, acct)
+	case f["keys_mode"] != "0600/"+f["uid"]+":"+f["gid"]:
+		t.Errorf("account %s: authorized_keys mode and owner %q, want 0600/%s:%s", e2eUser, f["keys_mode"], f["uid"], f["gid"])
+	case !strings.Contains(acct, e2eKey):
+		t.Errorf("account %s: authorized_keys lacks the key of the cluster file: %s", e2eUser, acct)
+	}
+	tz := strings.Fields(rec["timezone"])
+	if len(tz) != 3 || tz[0] != "/usr/share/zoneinfo/"+e2eTimezone || tz[1] != e2eTimezone || (tz[2] != "CET" && tz[2] != "CEST") {
+		t.Errorf("timezone: %q, want /etc/localtime -> /usr/share/zoneinfo/%s, /etc/timezone %s, zone CET or CEST", rec["timezone"], e2eTimezone, e2eTimezone)
+	}
 }

@@ -27,7 +27,7 @@ MIRROR=http://deb.debian.org/debian
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 # Userland: the essential set plus what a Raspberry Pi OS Lite node boots with.
 PACKAGES="?essential usr-is-merged systemd systemd-sysv udev dbus kmod
-	dosfstools e2fsprogs iproute2 netbase tzdata"
+	dosfstools e2fsprogs iproute2 netbase tzdata passwd"
 # Kernel modules the root filesystem carries (the rest of Debian's ~300 MB is
 # left out to keep the image small); the initramfs gets INITRD_MODULES.
 ROOT_MODULES="virtio_mmio virtio_pci virtio_blk virtio_net virtio_rng ext4
@@ -182,6 +182,22 @@ fixup_root() { # fixup_root ARCH ROOT: what maintainer scripts would have done
 	ln -sf /etc/machine-id "$s/var/lib/dbus/machine-id"
 	ln -sf multi-user.target "$s/etc/systemd/system/default.target"
 	systemctl --root="$s" enable getty@tty1.service remote-fs.target >/dev/null 2>&1
+	# A stand-in for userconf-pi's userconfig.service, which Raspberry Pi OS
+	# enables until a user is set up: it waits on tty8 for someone to type
+	# a user name, so multi-user.target is never reached.
+	cat >"$s/usr/lib/systemd/system/userconfig.service" <<-'EOF'
+	[Unit]
+	Description=User configuration dialog (stand-in for userconf-pi's)
+	After=systemd-user-sessions.service
+
+	[Service]
+	Type=oneshot
+	ExecStart=/bin/sh -c 'echo "Please enter new username:" >/dev/tty8; read -r name </dev/tty8 || exec sleep infinity'
+
+	[Install]
+	WantedBy=multi-user.target
+	EOF
+	systemctl --root="$s" enable userconfig.service >/dev/null 2>&1
 	# What systemd-firstboot would otherwise ask for on the serial console.
 	ln -sf /usr/share/zoneinfo/Etc/UTC "$s/etc/localtime"
 	echo Etc/UTC >"$s/etc/timezone"

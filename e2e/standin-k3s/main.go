@@ -7,8 +7,9 @@
 //	IMGBAKE-STANDIN <key>=<Go-quoted value>
 //
 // (keys: boot_id, argv, role, config, config_mode, config_d, hostname,
-// cmdline, cgroup_controllers, firstboot_stamp, firstboot_unit, marker_prev,
-// marker, notify, ready), keeps a boot counter in a marker file under
+// cmdline, cgroup_controllers, firstboot_stamp, firstboot_unit, accounts,
+// timezone, marker_prev, marker, notify, ready, then multi_user once
+// multi-user.target is reached or after 5 minutes), keeps a boot counter in a marker file under
 // /var/lib/rancher/k3s that it fsyncs (file and directory) before it reports
 // ready (telling systemd READY=1 when the unit is Type=notify), and then
 // stays up until SIGTERM, like k3s.
@@ -16,6 +17,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,6 +103,8 @@ func run(out io.Writer, argv []string) error {
 	emit(out, "cmdline", readTrim("/proc/cmdline"))
 	emit(out, "cgroup_controllers", readTrim("/sys/fs/cgroup/cgroup.controllers"))
 	reportFirstboot(ctx, out)
+	reportAccounts(out)
+	reportTimezone(out)
 
 	prev, err := bumpMarker(filepath.Join(markerDir, markerName))
 	if err != nil {
@@ -119,9 +123,94 @@ func run(out io.Writer, argv []string) error {
 		emit(out, "notify", "READY=1 sent")
 	}
 	emit(out, "ready", role)
+	go reportMultiUser(ctx, out)
 	<-ctx.Done()
 	emit(out, "stopping", role)
 	return nil
+}
+
+// reportAccounts prints the login accounts (uid 1000 to 59999): name, uid,
+// home, shell, groups, the sha256 of the shadow password field and the
+// authorized_keys of each, with their mode and owner.
+func reportAccounts(out io.Writer) {
+	passwd, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		emit(out, "accounts", "error: "+err.Error())
+		return
+	}
+	shadow := map[string]string{}
+	if b, err := os.ReadFile("/etc/shadow"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Split(l, ":"); len(f) > 1 {
+				shadow[f[0]] = f[1]
+			}
+		}
+	}
+	groups := map[string][]string{}
+	if b, err := os.ReadFile("/etc/group"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Split(l, ":"); len(f) > 3 && f[3] != "" {
+				for _, u := range strings.Split(f[3], ",") {
+					groups[u] = append(groups[u], f[0])
+				}
+			}
+		}
+	}
+	var lines []string
+	for _, l := range strings.Split(string(passwd), "\n") {
+		f := strings.Split(l, ":")
+		if len(f) < 7 {
+			continue
+		}
+		if uid, err := strconv.Atoi(f[2]); err != nil || uid < 1000 || uid >= 60000 {
+			continue
+		}
+		sum := sha256.Sum256([]byte(shadow[f[0]]))
+		keys, owner := "none", ""
+		p := filepath.Join(f[5], ".ssh", "authorized_keys")
+		if b, err := os.ReadFile(p); err == nil {
+			keys = strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "|")
+			if fi, err := os.Stat(p); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					owner = fmt.Sprintf("%04o/%d:%d", fi.Mode().Perm(), st.Uid, st.Gid)
+				}
+			}
+		}
+		lines = append(lines, fmt.Sprintf("%s uid=%s gid=%s home=%s shell=%s groups=%s shadow_sha256=%x keys_mode=%s keys=%s",
+			f[0], f[2], f[3], f[5], f[6], strings.Join(groups[f[0]], ","), sum, owner, keys))
+	}
+	emit(out, "accounts", strings.Join(lines, "\n"))
+}
+
+// reportTimezone prints where /etc/localtime points, /etc/timezone and the
+// zone the C library's rules give now.
+func reportTimezone(out io.Writer) {
+	link, err := os.Readlink("/etc/localtime")
+	if err != nil {
+		link = "error: " + err.Error()
+	}
+	zone, _ := time.Now().Zone()
+	emit(out, "timezone", link+" "+readTrim("/etc/timezone")+" "+zone)
+}
+
+// reportMultiUser waits until multi-user.target is active (the boot did not
+// stop at an interactive first-boot wizard) and prints its state, and that
+// of the wizard's unit.
+func reportMultiUser(ctx context.Context, out io.Writer) {
+	state := ""
+	for i := 0; i < 300; i++ {
+		b, _ := exec.CommandContext(ctx, "systemctl", "is-active", "multi-user.target").Output()
+		if state = strings.TrimSpace(string(b)); state == "active" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	b, _ := exec.CommandContext(ctx, "systemctl", "show", "userconfig.service", "-p", "LoadState,ActiveState,UnitFileState").Output()
+	emit(out, "multi_user", state+" userconfig: "+strings.Join(strings.Fields(string(b)), " "))
 }
 
 func readTrim(path string) string {
