@@ -1,6 +1,7 @@
 package firstboot
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/imgbake/imgbake/image/plan"
@@ -53,4 +54,26 @@ func addSettingsCases(t *testing.T, m map[string]Input) {
 	m["settings-hypriot-ifupdown"] = Input{OS: hyp, Cluster: settingsCluster(alice, home),
 		Secrets: &config.Secrets{Token: testToken, PasswordHash: testSHA512}, Profile: worker, Token: testToken, K3sBinary: "/cache/k3s-armhf",
 		Node: config.Node{Name: "k26", Model: "pi3"}}
+}
+
+// TestSettingsRefused: a yescrypt hash on a base whose glibc cannot check
+// it, and a password without a user, are refused with what to do.
+func TestSettingsRefused(t *testing.T) {
+	in := cases(t)["settings-buster-networkd"]
+	in.Secrets = &config.Secrets{Token: testToken, PasswordHash: testYescrypt}
+	if _, err := Plan(in); err == nil || !strings.Contains(err.Error(), "--password-method sha512-crypt") {
+		t.Errorf("yescrypt on buster: %v", err)
+	}
+	in = cases(t)["bookworm-arm64-worker"]
+	in.Secrets = &config.Secrets{Token: testToken, PasswordHash: testYescrypt}
+	if _, err := Plan(in); err == nil || !strings.Contains(err.Error(), "add user:") {
+		t.Errorf("password without user: %v", err)
+	}
+	// A Zero 2 W without Wi-Fi is warned about, once per build.
+	in = cases(t)["bookworm-arm64-worker"]
+	in.Node.Model = "pi02w"
+	w, err := Check(in)
+	if err != nil || len(w) != 1 || !strings.Contains(w[0], "Zero 2 W has no Ethernet") {
+		t.Errorf("pi02w without wifi: %q %v", w, err)
+	}
 }
