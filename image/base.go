@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imgbake/imgbake/image/compression"
+	"github.com/imgbake/imgbake/image/ext4"
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
@@ -75,6 +76,9 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, err
 	}
 	if err := b.attachCells(ctx, cacheDir, o); err != nil {
+		return nil, err
+	}
+	if err := b.checkAllocation(ctx, cacheDir, o); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -142,6 +146,50 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	}
 	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
 	return &Base{Path: cached, InputSHA256: sum, Size: size, Format: format}, nil
+}
+
+// checkAllocation makes sure, once per base (a stamp in cacheDir records
+// it), that the root filesystem's block bitmaps mark every block its files
+// use: a build allocates from them, and a block wrongly marked free would
+// be given to a new file over an existing one. A base Inspect cannot read
+// is left to Inspect to explain.
+func (b *Base) checkAllocation(ctx context.Context, cacheDir string, o PrepareOptions) error {
+	stamp := ""
+	if cacheDir != "" {
+		stamp = filepath.Join(cacheDir, fmt.Sprintf("%s-%d.allocation-checked", b.InputSHA256, b.Size))
+		if _, err := os.Stat(stamp); err == nil {
+			return nil
+		}
+	}
+	f, err := os.Open(b.Path)
+	if err != nil {
+		return fmt.Errorf("opening base image: %w", err)
+	}
+	defer f.Close()
+	info, err := InspectReader(f, b.Size)
+	if err != nil {
+		return nil
+	}
+	rp, _ := info.Partition(info.RootPartition)
+	root, err := ext4.Open(f, rp.Start, rp.Size, &ext4.Options{ReadOnly: true})
+	if err != nil {
+		return nil
+	}
+	defer root.Close()
+	start := time.Now()
+	if err := root.CheckAllocation(ctx); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("the base image's root filesystem (partition %d) is inconsistent: %w; run e2fsck -fy on a copy of the base image and build from the copy", rp.Number, err)
+	}
+	o.Log.Debug("checked the base's block allocation", "took", time.Since(start))
+	if stamp != "" {
+		if err := os.WriteFile(stamp, nil, 0o644); err != nil {
+			o.Log.Warn("cannot record the base's allocation check", "error", err)
+		}
+	}
+	return nil
 }
 
 // verifyInput compares the input's sha256 with the one the user gave, or

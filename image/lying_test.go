@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,6 +159,16 @@ func TestLyingBasesRefused(t *testing.T) {
 			writeAt(t, img, rp.Start+blk*4096, random(4096))
 			return img
 		}, "the ext4 filesystem on partition 2 is damaged"},
+		{"used block marked free", func(t *testing.T, img string, info *Info) string {
+			rp := rootPart(t, info)
+			out := strings.Fields(debugfsR(t, img, rp, "bmap /usr/bin/dash 0"))
+			blk := out[len(out)-1] // after debugfs's version banner
+			debugfsW(t, img, rp, "freeb "+blk)
+			if exec.Command("e2fsck", "-fn", partDev(img, rp)).Run() == nil {
+				t.Fatalf("e2fsck -fn accepts the damage (freeb %q): not a useful case", blk)
+			}
+			return img
+		}, "is marked free in the block bitmap"},
 		{"truncated download", func(t *testing.T, img string, info *Info) string {
 			if err := os.Truncate(img, info.Size*2/3); err != nil {
 				t.Fatal(err)
