@@ -535,7 +535,8 @@ func TestFloodNetns(t *testing.T) {
 }
 
 // TestNBDFloodNetns is the NBD half of issue #9 section 2: another host
-// opens 3,000 connections and never finishes a handshake. The server must
+// opens 3,000 connections, sends most of a 64 KiB option on each and never
+// finishes a handshake (12,000 of them took 1.77 GB). The server must
 // stay below 100 MB resident and the node must get its disk meanwhile.
 func TestNBDFloodNetns(t *testing.T) {
 	l := newLAN(t)
@@ -555,6 +556,14 @@ func TestNBDFloodNetns(t *testing.T) {
 		}
 	}()
 	peak := base
+	// Each connection sends the client flags and most of an option that
+	// announces 64 KiB of data, then stalls: what makes a server hold
+	// buffers for it.
+	stall := binary.BigEndian.AppendUint32(nil, 3)
+	stall = binary.BigEndian.AppendUint64(stall, 0x49484156454f5054) // IHAVEOPT
+	stall = binary.BigEndian.AppendUint32(stall, 7)                  // NBD_OPT_GO
+	stall = binary.BigEndian.AppendUint32(stall, 64<<10)
+	stall = append(stall, make([]byte, 60<<10)...)
 	if err := l.evil.Do(func() error {
 		d := net.Dialer{Timeout: 5 * time.Second}
 		for i := range flood {
@@ -563,6 +572,8 @@ func TestNBDFloodNetns(t *testing.T) {
 				return fmt.Errorf("connection %d: %w", i, err)
 			}
 			conns = append(conns, c)
+			c.SetWriteDeadline(time.Now().Add(time.Second))
+			c.Write(stall) // refused connections are closed: errors are expected
 			if i%500 == 0 {
 				peak = max(peak, srv.rss(t))
 			}
