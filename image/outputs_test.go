@@ -204,8 +204,37 @@ func TestBuildKilledHelper(t *testing.T) {
 		if p == at {
 			fmt.Printf("PHASE %s\n", p)
 			os.Stdout.Sync()
-			syscall.Pause()
+			time.Sleep(time.Hour) // until killed
 		}
 	})
 	buildNode(ctx, base, os.Getenv("IMGBAKE_KILLED_OUT"), "second")
+}
+
+// TestOutputDirLocked: while another process holds an output directory's
+// lock, a build into it is refused, saying why; builds in one process share
+// it.
+func TestOutputDirLocked(t *testing.T) {
+	base := prepared(t, fixture.RaspiOSBookwormArm64, false)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "k5.img")
+	// An open file description of its own conflicts like another process.
+	f, err := os.OpenFile(filepath.Join(dir, ".imgbake.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscallFlock(f); err != nil {
+		t.Fatal(err)
+	}
+	err = buildNode(context.Background(), base, out, "x")
+	if err == nil || !strings.Contains(err.Error(), "another imgbake is writing into") {
+		t.Fatalf("build into a locked directory: %v", err)
+	}
+	f.Close()
+	if err := buildNode(context.Background(), base, out, "x"); err != nil {
+		t.Fatalf("build after the lock was released: %v", err)
+	}
+}
+
+func syscallFlock(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 }
