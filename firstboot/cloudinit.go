@@ -170,8 +170,14 @@ func editNetworkConfig(old []byte, s *static) ([]byte, error) {
 	net["version"] = 2
 	net["ethernets"] = map[string]any{"imgbake-wired": s.ethernet()}
 	out, err := marshal(doc)
+	if err == nil {
+		// Keys the YAML encoder cannot write back faithfully (exotic
+		// block-scalar keys) must not become a file cloud-init rejects.
+		var check map[string]any
+		err = yaml.Unmarshal(out, &check)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("writing network-config: %w", err)
+		return nil, fmt.Errorf("writing network-config: %w; fix or remove network-config on the boot partition", err)
 	}
 	return append([]byte("# Written by imgbake: static wired address; other settings kept.\n"), out...), nil
 }

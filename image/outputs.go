@@ -140,8 +140,8 @@ type output struct {
 }
 
 // commitOutputs replaces the final files by the temporary ones, in order
-// (the manifest last), durably: the files are synced before, the directory
-// after. It does nothing once ctx is done. When a rename fails, the files
+// (the manifest last), durably: the files and the directory are synced
+// before, the directory again after. It does nothing once ctx is done. When a rename fails, the files
 // already replaced get their previous content back (kept as hard links
 // until the switch is complete) and new ones are removed.
 func commitOutputs(ctx context.Context, outs []output) (err error) {
@@ -151,6 +151,11 @@ func commitOutputs(ctx context.Context, outs []output) (err error) {
 		}
 		if err := syncPath(o.tmp); err != nil {
 			return fmt.Errorf("writing %s: %w", filepath.Base(o.final), err)
+		}
+	}
+	if len(outs) > 0 {
+		if err := syncPath(filepath.Dir(outs[0].final)); err != nil {
+			return fmt.Errorf("syncing the output directory: %w", err)
 		}
 	}
 	phase(ctx, "commit")
