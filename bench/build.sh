@@ -70,6 +70,7 @@ measure() {
 	fi
 }
 field() { echo "$1" | cut -d' ' -f"$2"; }
+per() { awk -v a="$1" -v n="$extra_n" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / n }'; }
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 load_start=$(load)
@@ -89,8 +90,11 @@ extra_n=$((NODES - 1))
 # shellcheck disable=SC2086 # one argument per node
 extra_t=$(measure "$@" $extra)
 cached=$(ls "$W"/c/cache/base/*.img)
-cp_t=$(measure cp --sparse=always "$cached" "$W/cp.img")
-rm -f "$W/cp.img" "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
+# As many copies as further nodes, one after the other, like the builds:
+# the same page cache and writeback pressure.
+cp_t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img")
+cp_t="$(per "$(field "$cp_t" 1)") $(per "$(field "$cp_t" 2)")"
+rm -f "$W"/cp.img.* "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
 
 # The same further nodes on XFS with reflinks: the cache (decompressed base
 # and its checksums) is copied onto an XFS loop mount.
@@ -122,16 +126,15 @@ if [ "${NO_XZ:-}" != 1 ]; then
 fi
 load_end=$(load)
 
-per() { awk -v a="$1" -v n="$extra_n" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / n }'; }
 rat() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 size() { du -h --apparent-size "$1" | cut -f1; }
-row() { printf '%-40s %7ss %7ss   %s\n' "$1" "$(field "$2" 1)" "$(field "$2" 2)" "$3"; }
+row() { printf '%-40s %7ss %7ss   %s\n' "$1" "$(field "$2" 1)" "$(field "$2" 2)" "${3:-}"; }
 echo "machine load: $load_start at the start, $load_end at the end (1, 5, 15 min) on $(nproc) CPUs"
 echo "base: $(size "$cached") raw, $(du -h "$cached" | cut -f1) of data, $(du -h "$W/base.img.xz" | cut -f1) xz"
 printf '%-40s %8s %8s\n' "" wall cpu
 row "xz -dc of the base" "$xz_t"
 row "first node (cold cache, from .xz)" "$first_t" "= $(rat "$(field "$first_t" 1)" "$(field "$xz_t" 1)")x xz -dc wall, $(rat "$(field "$first_t" 2)" "$(field "$xz_t" 2)")x cpu   (goal <= 1.1x)"
-row "cp --sparse=always of the raw base" "$cp_t"
+row "cp --sparse=always of the raw base" "$cp_t" "(per copy, $extra_n copies in a row)"
 pw=$(per "$(field "$extra_t" 1)"); pc=$(per "$(field "$extra_t" 2)")
 row "per further node on ext4 ($extra_n nodes)" "$pw $pc" "= $(rat "$pw" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc" "$(field "$cp_t" 2)")x cpu   (goal <= 1.0x)"
 if [ -n "$xfs" ]; then
