@@ -229,6 +229,15 @@ type cliServer struct {
 
 func startNetbootCLI(ctx context.Context, t *testing.T, ns, bin string, args ...string) *cliServer {
 	t.Helper()
+	return startNetbootCLIReady(ctx, t, ns, bin, func(log []byte) bool {
+		return bytes.Contains(log, []byte("netboot: serving")) && (bytes.Contains(log, []byte("disk ready")) || bytes.Count(log, []byte("netboot: serving")) > 1)
+	}, args...)
+}
+
+// startNetbootCLIReady is startNetbootCLI with the log lines that say the
+// server is ready.
+func startNetbootCLIReady(ctx context.Context, t *testing.T, ns, bin string, ready func(log []byte) bool, args ...string) *cliServer {
+	t.Helper()
 	logPath := filepath.Join(filepath.Dir(args[1]), "netboot.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -242,7 +251,7 @@ func startNetbootCLI(ctx context.Context, t *testing.T, ns, bin string, args ...
 	go func() { s.done <- s.cmd.Wait(); logf.Close() }()
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(200 * time.Millisecond) {
 		b, _ := os.ReadFile(logPath)
-		if bytes.Contains(b, []byte("netboot: serving")) && (bytes.Contains(b, []byte("disk ready")) || bytes.Count(b, []byte("netboot: serving")) > 1) {
+		if ready(b) {
 			return s
 		}
 		select {
@@ -333,21 +342,41 @@ func nbStartDnsmasq(t *testing.T, ns, dir string) {
 // of the fetch with the node's MAC and address.
 func tftpBoot(ctx context.Context, t *testing.T, lan, firmware, dir string) bootSpec {
 	t.Helper()
-	nbRun(t, "ip", "link", "add", "fw0", "netns", firmware, "address", nbMAC, "type", "veth", "peer", "name", "fwport", "netns", lan)
+	spec, _ := piBoot(ctx, t, lan, firmware, dir, piFirmware{serial: nbSerial, mac: nbMAC, addr: nbGuest})
+	return spec
+}
+
+// piFirmware is a Pi's identity on the boot network, for piBoot.
+type piFirmware struct {
+	serial, mac, addr string
+	// dhcp makes the firmware ask for the boot answer first, as a Pi 4
+	// does (DHCP DISCOVER with option 97; see TestPiDHCPHelper); with no
+	// answer, piBoot fetches nothing and reports false.
+	dhcp bool
+}
+
+// piBoot is tftpBoot for any Pi: its DHCP request when pi.dhcp, then the
+// boot files under its serial's prefix.
+func piBoot(ctx context.Context, t *testing.T, lan, firmware, dir string, pi piFirmware) (bootSpec, bool) {
+	t.Helper()
+	nbRun(t, "ip", "link", "add", "fw0", "netns", firmware, "address", pi.mac, "type", "veth", "peer", "name", "fwport", "netns", lan)
 	defer func() {
 		exec.Command("ip", "-n", firmware, "link", "del", "fw0").Run()
 		exec.Command("ip", "-n", lan, "neigh", "flush", "all").Run()
 	}()
 	nbRun(t, "ip", "-n", lan, "link", "set", "fwport", "master", "br0", "up")
-	nbRun(t, "ip", "-n", firmware, "addr", "add", nbGuest+"/24", "dev", "fw0")
+	nbRun(t, "ip", "-n", firmware, "addr", "add", pi.addr+"/24", "dev", "fw0")
 	nbRun(t, "ip", "-n", firmware, "link", "set", "fw0", "up")
+	if pi.dhcp && !piDHCP(ctx, t, firmware, pi) {
+		return bootSpec{}, false
+	}
 	get := func(name string) string {
 		out := filepath.Join(dir, "tftp-"+filepath.Base(name))
 		var b []byte
 		var err error
 		for try := 0; try < 10; try++ { // the bridge port needs a moment
 			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", firmware, "atftp", "--option", "blksize 1024", "--option", "tsize 0",
-				"-g", "-r", nbSerial+"/"+name, "-l", out, nbServer, "69")
+				"-g", "-r", pi.serial+"/"+name, "-l", out, nbServer, "69")
 			if b, err = cmd.CombinedOutput(); err == nil {
 				return out
 			}
@@ -370,7 +399,7 @@ func tftpBoot(ctx context.Context, t *testing.T, lan, firmware, dir string) boot
 	}
 	spec.Kernel, spec.Initramfs = get(spec.Kernel), get(spec.Initramfs)
 	spec.Cmdline = strings.TrimSpace(string(cmdline))
-	return spec
+	return spec, true
 }
 
 // startNetbootVM is startVM for a diskless node: its network card is tap0
