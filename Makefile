@@ -1,10 +1,17 @@
 # imgbake build, test and release targets.
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -s -w -X github.com/imgbake/imgbake/internal/version.Version=$(VERSION)
+COMMIT   ?= $(shell git rev-parse HEAD 2>/dev/null)
+# Release tarballs carry the commit's time, so one commit gives the same bytes.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+VERSIONPKG := github.com/imgbake/imgbake/internal/version
+LDFLAGS  := -s -w -buildid= -X $(VERSIONPKG).Version=$(VERSION) -X $(VERSIONPKG).Commit=$(COMMIT)
 PLATFORMS := linux/amd64 linux/arm64 linux/arm darwin/amd64 darwin/arm64
+# A version the module proxy serves that understands this go.mod's Go; run
+# with `go run`, so it is no requirement of the module.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: generate build install test e2e bench cross clean
+.PHONY: generate build install check test unit e2e bench cross release clean
 
 # The static /init programs that network boot serves (netboot/initrd, for
 # arm64 and armhf) are built here and embedded into imgbake.
@@ -17,14 +24,26 @@ build: generate
 install: generate
 	CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/imgbake
 
-# The whole suite. Tests that need a tool (e2fsck, mtools, qemu, ...) skip with
-# a message naming it when it is missing; .ci/run installs them all.
-# The QEMU boot tests (./e2e) run after the rest, not beside it: software
-# emulation on a loaded machine turns into spurious boot timeouts.
-test:
+# The cheap checks, in seconds to a few minutes: formatting, go.mod, vet,
+# staticcheck.
+check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
+	$(GO) mod tidy -diff
 	$(GO) vet ./...
-	$(GO) test -timeout 30m $$($(GO) list ./... | grep -v '/e2e')
+	$(GO) run $(STATICCHECK) ./...
+
+# The whole suite, cheapest first: the checks, the cross builds, the unit and
+# integration tests, then the QEMU boot tests. Tests that need a tool
+# (e2fsck, mtools, qemu, ...) skip with a message naming it when it is
+# missing; .ci/run installs them all.
+test: check cross unit
 	$(GO) test -timeout 45m ./e2e/...
+
+# Every package but ./e2e. The QEMU boot tests (./e2e) run after the rest,
+# not beside it: software emulation on a loaded machine turns into spurious
+# boot timeouts.
+unit:
+	$(GO) test -timeout 30m $$($(GO) list ./... | grep -v '/e2e')
 
 # Only the QEMU boot tests.
 e2e:
@@ -33,6 +52,7 @@ e2e:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
+# bin/imgbake-<os>-<arch> for every platform README names, version stamped.
 cross: generate
 	@for p in $(PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; \
@@ -41,5 +61,24 @@ cross: generate
 			-o bin/imgbake-$$os-$$arch ./cmd/imgbake || exit 1; \
 	done
 
+# dist/imgbake-<version>-<os>-<arch>.tar.gz (imgbake, README.md, LICENSE)
+# and dist/SHA256SUMS. Reproducible: the same commit gives the same bytes
+# (-trimpath, no build id, entries sorted, owner 0, mtime of the commit,
+# gzip without a name or time). Needs GNU tar.
+release: cross
+	rm -rf dist && mkdir -p dist
+	@set -e; for p in $(PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; name=imgbake-$(VERSION)-$$os-$$arch; \
+		rm -rf dist/$$name; mkdir -p dist/$$name; \
+		cp bin/imgbake-$$os-$$arch dist/$$name/imgbake; cp README.md LICENSE dist/$$name/; \
+		chmod 0755 dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE; \
+		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
+			--format=gnu -C dist -cf - $$name | gzip -n -9 > dist/$$name.tar.gz; \
+		rm -rf dist/$$name; \
+		echo "dist/$$name.tar.gz"; \
+	done
+	cd dist && sha256sum *.tar.gz > SHA256SUMS
+	@cat dist/SHA256SUMS
+
 clean:
-	rm -rf bin netboot/initramfs/bin/init-*
+	rm -rf bin dist netboot/initramfs/bin/init-*

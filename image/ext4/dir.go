@@ -259,23 +259,3 @@ func (f *FS) readLink(in *inode) (string, error) {
 	}
 	return string(buf), nil
 }
-
-func ftFromMode(m uint16) uint8 {
-	switch m & sIFMT {
-	case sIFREG:
-		return ftReg
-	case sIFDIR:
-		return ftDir
-	case sIFCHR:
-		return ftChr
-	case sIFBLK:
-		return ftBlk
-	case sIFIFO:
-		return ftFifo
-	case sIFSOCK:
-		return ftSock
-	case sIFLNK:
-		return ftSymlink
-	}
-	return ftUnknown
-}

@@ -288,22 +288,3 @@ func runsToExtents(runs []run, lblk uint32) []extent {
 	}
 	return exts
 }
-
-// freeFileBlocks frees every data and mapping block of an inode.
-func (f *FS) freeFileBlocks(in *inode) error {
-	exts, meta, err := f.fileMap(in)
-	if err != nil {
-		return err
-	}
-	for _, e := range exts {
-		if err := f.freeBlocks(e.pblk, uint64(e.n)); err != nil {
-			return err
-		}
-	}
-	for _, b := range meta {
-		if err := f.freeBlocks(b, 1); err != nil {
-			return err
-		}
-	}
-	return nil
-}

@@ -124,7 +124,7 @@ func growKernelCheck(t *testing.T, img string, oldSize, newSize int64, m model) 
 	if err := syscall.Statfs(dir, &st); err != nil {
 		t.Fatal(err)
 	}
-	if total := int64(st.Blocks) * st.Bsize; total <= oldSize || total > newSize || total < newSize*9/10 {
+	if total := int64(st.Blocks) * int64(st.Bsize); total <= oldSize || total > newSize || total < newSize*9/10 {
 		t.Errorf("df after the grow: %d bytes, want about %d", total, newSize)
 	}
 	for _, p := range []string{"/after-grow/big", "/after-grow/small-07", "/before-grow"} {

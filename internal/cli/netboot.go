@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -192,6 +193,9 @@ func (a *App) serverLogger(g *globals) *slog.Logger {
 func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) error {
 	if o.printUnit {
 		return a.printUnit(g, o)
+	}
+	if runtime.GOOS != "linux" {
+		return errors.New("imgbake netboot runs on Linux only: run it on a Linux machine on the Pis' network")
 	}
 	if o.iface == "" {
 		return usagef("name the network interface the Pis are on: imgbake netboot --interface eth0")

@@ -3,7 +3,6 @@ package tftp
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,6 +89,6 @@ func BenchmarkVsDnsmasq(b *testing.B) {
 	b.ReportMetric(mibps(theirs, b.N), "dnsmasq-MiB/s")
 	b.ReportMetric(theirs.Seconds()/ours.Seconds(), "ratio")
 	b.ReportMetric(bestTheirs.Seconds()/bestOurs.Seconds(), "best-ratio")
-	b.Log(fmt.Sprintf("imgbake %.1f MiB/s (best %.1f), dnsmasq %.1f MiB/s (best %.1f)",
-		mibps(ours, b.N), mibps(bestOurs, 1), mibps(theirs, b.N), mibps(bestTheirs, 1)))
+	b.Logf("imgbake %.1f MiB/s (best %.1f), dnsmasq %.1f MiB/s (best %.1f)",
+		mibps(ours, b.N), mibps(bestOurs, 1), mibps(theirs, b.N), mibps(bestTheirs, 1))
 }
