@@ -13,23 +13,32 @@ import (
 // time.
 var Version = ""
 
-// String returns the version with the VCS revision and Go version when known:
-// "v1.2.3 (abc1234, go1.26.8)". A build without -X reports "dev".
+// Commit is the git commit the binary was built from, set at link time by
+// the Makefile (-X github.com/imgbake/imgbake/internal/version.Commit=<hash>).
+// Without it String falls back to the revision `go build` records when it
+// builds inside a git checkout.
+var Commit = ""
+
+// String returns the version with the commit and Go version when known:
+// "v1.2.3 (abc1234def56, go1.26.8)". A build without -X reports "dev".
 func String() string {
-	v := Version
-	rev, dirty := "", false
+	v, rev := Version, Commit
+	dirty := false
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 7 {
-				rev = s.Value[:7]
+			if s.Key == "vcs.revision" && rev == "" {
+				rev = s.Value
 			}
-			if s.Key == "vcs.modified" && s.Value == "true" {
+			if s.Key == "vcs.modified" && s.Value == "true" && Commit == "" {
 				dirty = true
 			}
 		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
 	}
 	if rev != "" && dirty {
 		rev += "-dirty"
