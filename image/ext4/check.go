@@ -25,7 +25,7 @@ func (f *FS) CheckAllocation(ctx context.Context) error {
 		return b.get(blk - f.groupStart(g)), nil
 	}
 	freeErr := func(blk uint64, ino uint32) error {
-		return fmt.Errorf("block %d, used by inode %d, is marked free in the block bitmap: %w", blk, ino, ErrCorrupt)
+		return bitmapError{fmt.Sprintf("block %d, used by inode %d, is marked free in the block bitmap", blk, ino)}
 	}
 	table := make([]byte, uint64(f.ipg)*uint64(f.inodeSize))
 	for g := uint32(0); g < f.groups; g++ {
@@ -94,3 +94,10 @@ func (f *FS) CheckAllocation(ctx context.Context) error {
 	}
 	return nil
 }
+
+// bitmapError is an ErrCorrupt that says only what is wrong: the caller
+// says what to do (repair a copy, never the base).
+type bitmapError struct{ msg string }
+
+func (e bitmapError) Error() string { return e.msg }
+func (e bitmapError) Unwrap() error { return ErrCorrupt }
