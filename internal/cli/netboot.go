@@ -54,7 +54,10 @@ The image is the same for SD cards and network boot: what network boot needs
 files are served, never written to the disk.
 
 Pis not in the cluster file are not answered; their serial is logged, to be
-copied into the cluster file. Ports 67 and 69 need root (or
+copied into the cluster file. A node's disk is served only to the address and
+MAC of its current boot (its DHCP exchange, then its TFTP requests from that
+MAC); anyone who can pose as a Pi on the network can still get its disk, so use
+a network of the nodes' own (see Security in README.md). Ports 67 and 69 need root (or
 CAP_NET_BIND_SERVICE). Stopping the server does not stop running nodes:
 their disk I/O waits until it runs again.`,
 		Example: `  sudo imgbake netboot --interface eth0

@@ -1,19 +1,13 @@
 package cli
 
 import (
-	"bytes"
-	"context"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/imgbake/imgbake/internal/fixture"
-	"github.com/imgbake/imgbake/internal/testlog"
 )
 
 // netbootCluster writes a cluster file with a network-booted k5, a k6
@@ -105,76 +99,4 @@ func freePort(t *testing.T, network string) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// TestNetbootServes runs `imgbake netboot` on the loopback interface
-// (without DHCP) and fetches a node's boot file with atftp.
-func TestNetbootServes(t *testing.T) {
-	fixture.RequireTools(t)
-	if _, err := exec.LookPath("atftp"); err != nil {
-		t.Skip("atftp not installed (apt-get install atftp)")
-	}
-	dir, cfg := netbootCluster(t)
-	// The init programs, built here: the test must not depend on `go
-	// generate` having run.
-	initDir := t.TempDir()
-	build := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(initDir, "init-arm64"), "../../netboot/initrd")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building netboot/initrd: %v\n%s", err, out)
-	}
-	initProg, _ := os.ReadFile(filepath.Join(initDir, "init-arm64"))
-	tftpPort, nbdPort := freePort(t, "udp"), freePort(t, "tcp")
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr testlog.Buffer
-	env := map[string]string{"IMGBAKE_NETBOOT_INIT_DIR": initDir}
-	app := &App{Stdout: &stderr, Stderr: &stderr, Env: func(k string) string { return env[k] }}
-	done := make(chan int)
-	go func() {
-		done <- app.Execute(ctx, []string{"netboot", "--config", cfg, "--interface", "lo", "--no-dhcp",
-			"--disk-size", "1G", "--tftp-port", strconv.Itoa(tftpPort), "--nbd-port", strconv.Itoa(nbdPort)})
-	}()
-	out := filepath.Join(t.TempDir(), "cmdline.txt")
-	var got []byte
-	code := -1
-loop:
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		select {
-		case code = <-done:
-			break loop
-		default:
-		}
-		cmd := exec.Command("atftp", "-g", "-r", "1234abcd/cmdline.txt", "-l", out, "127.0.0.1", strconv.Itoa(tftpPort))
-		if cmd.Run() == nil {
-			got, _ = os.ReadFile(out)
-			break
-		}
-	}
-	// The initramfs (config.txt has auto_initramfs=1; the fixture has no
-	// initramfs8 of its own) is the addition with our init.
-	initrd := filepath.Join(t.TempDir(), "initramfs8")
-	if code == -1 {
-		if err := exec.Command("atftp", "-g", "-r", "1234abcd/initramfs8", "-l", initrd, "127.0.0.1", strconv.Itoa(tftpPort)).Run(); err != nil {
-			t.Errorf("fetching initramfs8: %v", err)
-		} else if b, _ := os.ReadFile(initrd); !bytes.HasPrefix(b, []byte("070701")) || !bytes.Contains(b, initProg) {
-			t.Errorf("initramfs8 (%d bytes) does not hold the init program", len(b))
-		}
-	}
-	cancel()
-	if code == -1 {
-		code = <-done
-	}
-	if code != 0 {
-		t.Errorf("netboot exit %d:\n%s", code, stderr.String())
-	}
-	want := "root=/dev/nbd0p2 imgbake.nbd=127.0.0.1:" + strconv.Itoa(nbdPort) + "/k5 ip=dhcp rootwait\n"
-	if !strings.HasSuffix(string(got), want) {
-		t.Errorf("cmdline.txt = %q, want it to end with %q\nlog:\n%s", got, want, stderr.String())
-	}
-	if _, err := os.Stat(filepath.Join(dir, "netboot-state", "k5", "disk.img")); err != nil {
-		t.Errorf("no disk made: %v", err)
-	}
-	if !strings.Contains(stderr.String(), "netboot: serving") {
-		t.Errorf("log lacks the start line:\n%s", stderr.String())
-	}
 }
