@@ -141,7 +141,7 @@ the Pi in front of you: the node image holds the cluster's join token.`,
 			}
 			p := enrollPolicy(c)
 			if p == nil {
-				return fmt.Errorf("%s has no enroll: policy; add one (enroll: {mode: approve, profile: worker}) or list the Pi under nodes:", c.File)
+				return fmt.Errorf("%s has no enroll: policy; add one (enroll: {mode: approve, profile: worker}) or list the Pi under nodes: in the cluster file", c.File)
 			}
 			if name != "" {
 				if err := config.CheckHostname(name); err != nil {
