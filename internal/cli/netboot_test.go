@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -81,22 +80,4 @@ func TestNetbootReset(t *testing.T) {
 	if code, _, e := run(t, nil, "netboot", "reset", "k6", "--config", cfg); code != 1 || !strings.Contains(e, "netboot: {serial: 1234abcd}") {
 		t.Errorf("no netboot nodes: exit %d %q", code, e)
 	}
-}
-
-func freePort(t *testing.T, network string) int {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
