@@ -58,13 +58,7 @@ set, else from a fixed date derived from the inputs.`,
 		},
 	}
 	cmd.ValidArgsFunction = func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-		var names []string
-		if c, err := config.Load(g.config); err == nil {
-			for _, n := range c.Nodes {
-				names = append(names, n.Name)
-			}
-		}
-		return names, cobra.ShellCompDirectiveNoFileComp
+		return clusterNodeNames(g, nil), cobra.ShellCompDirectiveNoFileComp
 	}
 	f := cmd.Flags()
 	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
@@ -76,6 +70,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.airgap, "airgap-images", "", "preload this k3s airgap images tarball (k3s-airgap-images-<arch>.tar.zst)")
 	f.StringVar(&o.size, "size", "", "grow the image to at least this size (e.g. 4G, 8GiB); default: as needed")
 	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
+	cmd.RegisterFlagCompletionFunc("compress", cobra.FixedCompletions([]string{"xz", "zst"}, cobra.ShellCompDirectiveNoFileComp))
 	f.BoolVar(&o.sha256, "sha256", false, "also compute the whole raw image's sha256 (slower: reads all its data)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
@@ -100,7 +95,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	log := a.logger(g)
 	size, err := parseSize(o.size)
 	if err != nil {
-		return usageError{err}
+		return usageError{fmt.Errorf("--size: %w", err)}
 	}
 	if o.compress != "" && o.compress != "xz" && o.compress != "zst" {
 		return usagef("--compress %q: use xz or zst", o.compress)
@@ -435,7 +430,7 @@ func parseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseFloat(t, 64)
 	if err != nil || n <= 0 || n*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("--size %q: expected a size such as 4G or 8GiB", s)
+		return 0, fmt.Errorf("%q: expected a size such as 4G or 8GiB", s)
 	}
 	return int64(n * float64(mult)), nil
 }

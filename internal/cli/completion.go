@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"github.com/imgbake/imgbake/internal/config"
 	"github.com/spf13/cobra"
 )
 
@@ -25,5 +26,33 @@ func (a *App) completionCommand() *cobra.Command {
 			}
 			return usagef("unknown shell %q: use bash, zsh or fish", args[0])
 		},
+	}
+}
+
+// clusterNodeNames lists, for shell completion, the names of the cluster
+// file's nodes that keep accepts (every node when keep is nil); none when the
+// file cannot be read.
+func clusterNodeNames(g *globals, keep func(*config.Node) bool) []string {
+	c, err := config.Load(g.config)
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for i := range c.Nodes {
+		if keep == nil || keep(&c.Nodes[i]) {
+			names = append(names, c.Nodes[i].Name)
+		}
+	}
+	return names
+}
+
+// completeNodeThenFile completes a node name as the first argument (an
+// image path when none matches) and a device or file after it.
+func completeNodeThenFile(g *globals) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(_ *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		if len(args) == 0 {
+			return clusterNodeNames(g, nil), cobra.ShellCompDirectiveDefault
+		}
+		return nil, cobra.ShellCompDirectiveDefault
 	}
 }

@@ -98,6 +98,7 @@ and size, unless --yes.`,
 	f.BoolVar(&o.noVerify, "no-verify", false, "do not read the card back after writing")
 	f.BoolVar(&o.noBmap, "no-bmap", false, "write the whole image even when it has a .bmap")
 	f.StringVar(&o.bmapPath, "bmap", "", "block map to use (default: the image's .bmap)")
+	cmd.ValidArgsFunction = completeNodeThenFile(g)
 	return cmd
 }
 

@@ -114,15 +114,7 @@ to the disk it has.`,
 	}
 	addDiskFlags(cmd.Flags(), o)
 	cmd.ValidArgsFunction = func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-		var names []string
-		if c, err := config.Load(g.config); err == nil {
-			for _, n := range c.Nodes {
-				if n.Netboot != nil {
-					names = append(names, n.Name)
-				}
-			}
-		}
-		return names, cobra.ShellCompDirectiveNoFileComp
+		return clusterNodeNames(g, func(n *config.Node) bool { return n.Netboot != nil }), cobra.ShellCompDirectiveNoFileComp
 	}
 	return cmd
 }

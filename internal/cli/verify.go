@@ -32,6 +32,7 @@ reports the first bad byte offset (exact when the image file is at hand).`,
 		},
 	}
 	cmd.Flags().StringVar(&bmapPath, "bmap", "", "block map to check against (default: the image's .bmap)")
+	cmd.ValidArgsFunction = completeNodeThenFile(g)
 	return cmd
 }
 
