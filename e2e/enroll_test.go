@@ -37,15 +37,7 @@ const (
 // after which it gets its boot files. Cost: two QEMU boots, like
 // TestNetboot.
 func TestNetbootEnroll(t *testing.T) {
-	for _, tool := range []string{"qemu-system-aarch64", "ip", "dnsmasq", "atftp", "dpkg-deb", "tar"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: the network boot test needs qemu-system-arm iproute2 dnsmasq atftp dpkg; run it with `make e2e`", tool)
-		}
-	}
-	requireTools(t)
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: the network boot test needs tap devices")
-	}
+	nbRequire(t)
 	e := newEnv(t)
 	ctx := testContext(t)
 	base, err := e.baseImage(ctx, t, "arm64")
@@ -226,22 +218,7 @@ func enStartRouter(t *testing.T, lan, dir string) {
 	nbRun(t, "ip", "-n", lan, "link", "set", "rport", "master", "br0", "up")
 	nbRun(t, "ip", "-n", ns, "addr", "add", "10.77.0.2/24", "dev", "r0")
 	nbRun(t, "ip", "-n", ns, "link", "set", "r0", "up")
-	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-		"--port=0", "--interface=r0", "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
-		"--dhcp-host="+nbMAC+","+nbGuest, "--dhcp-host="+enMAC2+","+enAddr2, "--dhcp-leasefile="+filepath.Join(dir, "leases"),
-		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"), "--dhcp-authoritative", "--log-dhcp", "--log-facility=-")
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq:\n%s", log.String())
-		}
-	})
+	nbStartDnsmasq(t, ns, "r0", dir, enMAC2+","+enAddr2)
 }
 
 // piDHCP runs TestPiDHCPHelper in the firmware namespace: the Pi's DHCP

@@ -32,15 +32,7 @@ const (
 // NBD. The first boot must reach the stand-in k3s while the server is
 // restarted under it; a second boot must find the first boot's state.
 func TestNetboot(t *testing.T) {
-	for _, tool := range []string{"qemu-system-aarch64", "ip", "dnsmasq", "atftp", "dpkg-deb", "tar"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not found: the network boot test needs qemu-system-arm iproute2 dnsmasq atftp dpkg; run it with `make e2e`", tool)
-		}
-	}
-	requireTools(t)
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skip("no /dev/net/tun: the network boot test needs tap devices")
-	}
+	nbRequire(t)
 	e := newEnv(t)
 	ctx := testContext(t)
 	b, err := e.bake(ctx, t, "arm64")
@@ -58,7 +50,7 @@ func TestNetboot(t *testing.T) {
 	bin := buildNetbootImgbake(ctx, t, e.repo)
 
 	ns, fw := nbSetupNetns(t)
-	nbStartDnsmasq(t, ns, dir)
+	nbStartDnsmasq(t, ns, "br0", dir)
 	cfg := filepath.Join(dir, "imgbake.yaml")
 	cluster := "server: " + serverAddr + "\nk3s: {version: v1.31.4+k3s1}\nnodes:\n" +
 		"  - name: k5\n    profile: worker\n    netboot: {serial: " + nbSerial + ", mac: \"" + nbMAC + "\"}\n"
@@ -121,6 +113,20 @@ func TestNetboot(t *testing.T) {
 		t.Errorf("boot 2: the marker boot 1 wrote over NBD reads %q, want 1", rec["marker_prev"])
 	}
 	powerOffClean(ctx, t, v, disk)
+}
+
+// nbRequire skips a network boot test that cannot run here.
+func nbRequire(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"qemu-system-aarch64", "ip", "dnsmasq", "atftp", "dpkg-deb", "tar"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not found: the network boot test needs qemu-system-arm iproute2 dnsmasq atftp dpkg; run it with `make e2e`", tool)
+		}
+	}
+	requireTools(t)
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("no /dev/net/tun: the network boot test needs tap devices")
+	}
 }
 
 // addNBDModule gives the image's kernel its nbd module, as a Raspberry Pi
@@ -314,12 +320,16 @@ func nbSetupNetns(t *testing.T) (lan, firmware string) {
 
 // startDnsmasq runs the LAN's DHCP server (addresses only, no boot
 // options: those come from imgbake) in the namespace.
-func nbStartDnsmasq(t *testing.T, ns, dir string) {
+func nbStartDnsmasq(t *testing.T, ns, iface, dir string, hosts ...string) {
 	t.Helper()
-	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
-		"--port=0", "--interface=br0", "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
-		"--dhcp-host="+nbMAC+","+nbGuest, "--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
-		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-")
+	args := []string{"netns", "exec", ns, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null",
+		"--port=0", "--interface=" + iface, "--bind-interfaces", "--dhcp-range=10.77.0.50,10.77.0.60,255.255.255.0,1h",
+		"--dhcp-host=" + nbMAC + "," + nbGuest, "--dhcp-leasefile=" + filepath.Join(dir, "leases"), "--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
+		"--dhcp-authoritative", "--log-dhcp", "--log-facility=-"}
+	for _, h := range hosts {
+		args = append(args, "--dhcp-host="+h)
+	}
+	cmd := exec.Command("ip", args...)
 	var log bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	if err := cmd.Start(); err != nil {
