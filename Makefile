@@ -71,7 +71,7 @@ release: cross
 		os=$${p%/*}; arch=$${p#*/}; name=imgbake-$(VERSION)-$$os-$$arch; \
 		rm -rf dist/$$name; mkdir -p dist/$$name; \
 		cp bin/imgbake-$$os-$$arch dist/$$name/imgbake; cp README.md LICENSE dist/$$name/; \
-		chmod 0755 dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE; \
+		chmod 0755 dist/$$name dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE; \
 		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
 			--format=gnu -C dist -cf - $$name | gzip -n -9 > dist/$$name.tar.gz; \
 		rm -rf dist/$$name; \
