@@ -54,14 +54,14 @@ func (m *Map) render(fileSum string) []byte {
 		pct = float64(mapped) * 100 / float64(blocks)
 	}
 	fmt.Fprintf(&b, "<bmap version=\"%s\">\n", Version)
-	fmt.Fprintf(&b, "    <!-- Image size in bytes: %s -->\n", HumanSize(m.ImageSize))
+	fmt.Fprintf(&b, "    <!-- Image size in bytes: %s -->\n", humanSize(m.ImageSize))
 	fmt.Fprintf(&b, "    <ImageSize> %d </ImageSize>\n\n", m.ImageSize)
 	fmt.Fprintf(&b, "    <!-- Size of a block in bytes -->\n")
 	fmt.Fprintf(&b, "    <BlockSize> %d </BlockSize>\n\n", m.BlockSize)
 	fmt.Fprintf(&b, "    <!-- Count of blocks in the image file -->\n")
 	fmt.Fprintf(&b, "    <BlocksCount> %d </BlocksCount>\n\n", blocks)
 	fmt.Fprintf(&b, "    <!-- Count of mapped blocks: %s or %.1f%% -->\n",
-		HumanSize(mapped*int64(m.BlockSize)), pct)
+		humanSize(mapped*int64(m.BlockSize)), pct)
 	fmt.Fprintf(&b, "    <MappedBlocksCount> %d </MappedBlocksCount>\n\n", mapped)
 	fmt.Fprintf(&b, "    <!-- Type of checksum used in this file -->\n")
 	fmt.Fprintf(&b, "    <ChecksumType> sha256 </ChecksumType>\n\n")
@@ -87,8 +87,10 @@ func (m *Map) render(fileSum string) []byte {
 	return b.Bytes()
 }
 
-// HumanSize formats n bytes the way bmaptool does ("9.5 MiB").
-func HumanSize(n int64) string {
+// humanSize formats n bytes the way bmaptool writes them in its comments
+// ("9.5 MiB"), so our .bmap files read like its own; elsewhere imgbake prints
+// sizes with progress.Bytes.
+func humanSize(n int64) string {
 	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"}
 	if n < 1024 {
 		return fmt.Sprintf("%d bytes", n)

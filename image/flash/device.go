@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/internal/progress"
 )
 
 // Device is a whole disk that could be a flash target.
@@ -52,7 +52,7 @@ func (d *Device) String() string {
 	if d.Model != "" {
 		parts = append(parts, d.Model)
 	}
-	parts = append(parts, bmap.HumanSize(d.Size))
+	parts = append(parts, progress.Bytes(d.Size))
 	if d.Bus != "" {
 		parts = append(parts, d.Bus)
 	}
@@ -101,7 +101,7 @@ func CheckDevice(d *Device, imageSize int64, o CheckOptions) error {
 	}
 	if imageSize > d.Size {
 		return fmt.Errorf("refusing to write to %s: it is smaller than the image (%s); use a larger card",
-			d, bmap.HumanSize(imageSize))
+			d, progress.Bytes(imageSize))
 	}
 	return nil
 }

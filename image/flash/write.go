@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/internal/progress"
 )
 
 // chunkSize is the size of one write: large enough that the device and the
@@ -70,7 +71,7 @@ func (e *IncompleteError) Error() string {
 		what, cause = "was interrupted", ""
 	}
 	return fmt.Sprintf("writing %s %s after %s: it now holds an incomplete image that will not boot; flash it again before use%s",
-		e.Path, what, bmap.HumanSize(e.Written), cause)
+		e.Path, what, progress.Bytes(e.Written), cause)
 }
 
 // Unwrap returns the cause (context.Canceled for an interrupt).
@@ -124,7 +125,7 @@ func Write(ctx context.Context, src *Source, dst *Target, o Options) (*Result, e
 	}
 	if res.ImageSize > dst.Size {
 		return nil, fmt.Errorf("%s (%s) is smaller than the image (%s): use a larger card", dst.Path,
-			bmap.HumanSize(dst.Size), bmap.HumanSize(res.ImageSize))
+			progress.Bytes(dst.Size), progress.Bytes(res.ImageSize))
 	}
 	start := time.Now()
 	w := &writer{src: src, dst: dst, o: o, log: log, checks: checks, whole: o.Map == nil}
@@ -203,7 +204,7 @@ func (w *writer) write(ctx context.Context, free chan<- []byte, full <-chan chun
 			return err
 		}
 		if !w.dst.Regular && c.off+int64(c.n) > w.dst.Size {
-			return fmt.Errorf("%s (%s) is smaller than the image: use a larger card", w.dst.Path, bmap.HumanSize(w.dst.Size))
+			return fmt.Errorf("%s (%s) is smaller than the image: use a larger card", w.dst.Path, progress.Bytes(w.dst.Size))
 		}
 		if _, err := w.dst.WriteAt(c.buf[:c.n], c.off); err != nil {
 			return fmt.Errorf("writing %s at offset %d: %w", w.dst.Path, c.off, err)

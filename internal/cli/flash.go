@@ -125,7 +125,7 @@ func (a *App) listDevices(ctx context.Context) error {
 		case len(d.Mounts) > 0:
 			note = "mounted on " + d.Mounts[0].Point
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, bmap.HumanSize(d.Size), d.Model, d.Bus, note)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Path, progress.Bytes(d.Size), d.Model, d.Bus, note)
 	}
 	tw.Flush()
 	if n == 0 {
@@ -248,9 +248,9 @@ func (a *App) openFlashInput(g *globals, o *flashOptions, imageArg string) (*fla
 // writeSize returns the bytes a flash of in writes, and says what they are.
 func (in *flashInput) writeSize() (int64, string) {
 	total := flash.WriteSize(in.m, in.size)
-	what := bmap.HumanSize(total)
+	what := progress.Bytes(total)
 	if in.m != nil {
-		what += " of a " + bmap.HumanSize(in.m.ImageSize) + " image, from " + filepath.Base(in.files.bmap)
+		what += " of a " + progress.Bytes(in.m.ImageSize) + " image, from " + filepath.Base(in.files.bmap)
 	} else {
 		what += " (whole image, no .bmap)"
 	}
@@ -298,7 +298,7 @@ func (a *App) runFlash(ctx context.Context, g *globals, o *flashOptions, imageAr
 		return flashError(err)
 	}
 	rate := float64(res.Bytes) / res.WriteTime.Seconds() / 1e6
-	fmt.Fprintf(a.Stdout, "Wrote %s to %s in %.1fs (%.0f MB/s).\n", bmap.HumanSize(res.Bytes), targetPath, res.WriteTime.Seconds(), rate)
+	fmt.Fprintf(a.Stdout, "Wrote %s to %s in %.1fs (%.0f MB/s).\n", progress.Bytes(res.Bytes), targetPath, res.WriteTime.Seconds(), rate)
 	if res.Verified {
 		fmt.Fprintf(a.Stdout, "Verified: read back %d range(s) in %.1fs, all match.\n", len(res.Checks), res.VerifyTime.Seconds())
 	} else {
@@ -360,7 +360,7 @@ func (a *App) checkTarget(ctx context.Context, o *flashOptions, path, image stri
 		if !o.overwriteFile {
 			return false, "", fmt.Errorf("%s already exists and flash never overwrites a file unasked: give a new file name, or pass --overwrite-file to write the image into it", path)
 		}
-		return true, fmt.Sprintf("the existing file %s (%s)", path, bmap.HumanSize(st.Size())), nil
+		return true, fmt.Sprintf("the existing file %s (%s)", path, progress.Bytes(st.Size())), nil
 	}
 	d, err := flash.LookupDevice(ctx, path)
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/flash"
 	"github.com/imgbake/imgbake/internal/progress"
 )
@@ -249,7 +248,7 @@ func (a *App) flashSummary(cards []*flashCard) error {
 		switch {
 		case c.err == nil:
 			rec.OK, rec.Verified = true, c.res.Verified
-			holds = fmt.Sprintf("%s (%s written in %.1fs", img, bmap.HumanSize(c.res.Bytes), c.res.WriteTime.Seconds())
+			holds = fmt.Sprintf("%s (%s written in %.1fs", img, progress.Bytes(c.res.Bytes), c.res.WriteTime.Seconds())
 			if c.res.Verified {
 				holds += ", verified)"
 			} else {

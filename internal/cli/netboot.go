@@ -15,8 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/internal/config"
+	"github.com/imgbake/imgbake/internal/progress"
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/dhcp"
 	"github.com/imgbake/imgbake/netboot/enroll"
@@ -342,7 +342,7 @@ func (a *App) runNetbootReset(ctx context.Context, g *globals, o *netbootOptions
 			return err
 		}
 		fmt.Fprintf(a.Stdout, "%s: new disk %s (%s) from %s; power the node on to boot it.\n", name,
-			store.DiskPath(name), bmap.HumanSize(fi.Size()), filepath.Base(store.ImagePath(name)))
+			store.DiskPath(name), progress.Bytes(fi.Size()), filepath.Base(store.ImagePath(name)))
 	}
 	return nil
 }

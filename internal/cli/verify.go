@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/image/flash"
 	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/internal/progress"
@@ -60,7 +59,7 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 	defer tgt.Close()
 	if tgt.Size < ref.imageSize {
 		return fmt.Errorf("%s (%s) is smaller than the image (%s): it cannot hold it", targetPath,
-			bmap.HumanSize(tgt.Size), bmap.HumanSize(ref.imageSize))
+			progress.Bytes(tgt.Size), progress.Bytes(ref.imageSize))
 	}
 	var total int64
 	for _, c := range ref.checks {
@@ -77,7 +76,7 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 		return err
 	}
 	fmt.Fprintf(a.Stdout, "OK: %s matches %s (%d range(s), %s checked against %s).\n", targetPath,
-		filepath.Base(files.image), len(ref.checks), bmap.HumanSize(total), filepath.Base(ref.from))
+		filepath.Base(files.image), len(ref.checks), progress.Bytes(total), filepath.Base(ref.from))
 	return nil
 }
 
