@@ -15,7 +15,12 @@ import (
 func run(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var o, e bytes.Buffer
-	app := &App{Stdout: &o, Stderr: &e, Env: func(k string) string { return env[k] }}
+	app := &App{Stdout: &o, Stderr: &e, Env: func(k string) string {
+		if k == "IMGBAKE_K3S_CHANNEL_URL" && env[k] == "" {
+			return "http://127.0.0.1:9" // no channel server: init uses its default
+		}
+		return env[k]
+	}}
 	code = app.Execute(context.Background(), args)
 	return code, o.String(), e.String()
 }
@@ -31,7 +36,7 @@ func TestInit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("init wrote a file Load rejects: %v", err)
 	}
-	if c.Server != "192.168.1.10" || c.Base != "raspios.img.xz" {
+	if wd, _ := os.Getwd(); c.Server != "192.168.1.10" || c.Path(c.Base) != filepath.Join(wd, "raspios.img.xz") {
 		t.Errorf("cluster = %+v", c)
 	}
 	secrets := filepath.Join(dir, "imgbake.secrets.yaml")

@@ -3,12 +3,13 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"github.com/imgbake/imgbake/internal/k3s"
 	"strconv"
 )
 
 // DefaultK3sVersion is the k3s release `imgbake init` pins when not told
 // otherwise.
-const DefaultK3sVersion = "v1.31.4+k3s1"
+const DefaultK3sVersion = k3s.DefaultVersion
 
 // TemplateOptions fills in the cluster file `imgbake init` writes.
 type TemplateOptions struct {
