@@ -119,6 +119,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err := checkModels(c, jobs); err != nil {
 		return err
 	}
+	if err := a.checkCluster(c, o); err != nil {
+		return err
+	}
 	cacheDir, err := a.cacheDir(c, o)
 	if err != nil {
 		return err
@@ -146,6 +149,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	info, err := image.Inspect(base.Path)
 	if err != nil {
 		return inspectError(basePath, base, err)
+	}
+	if err := checkSize(o.size, size, base.Size); err != nil {
+		return err
 	}
 	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
 	if interrupted(ctx, err) {
@@ -320,15 +326,7 @@ func (a *App) expandPaths(c *config.Cluster) {
 
 // jobs resolves the nodes to build and their profiles.
 func (a *App) jobs(c *config.Cluster, o *buildOptions, args []string) ([]job, error) {
-	profDir := o.profilesDir
-	if profDir == "" {
-		profDir = c.Path(c.ProfilesDir)
-		if profDir == "" {
-			if d := c.Path(config.DefaultProfilesDir); fileExists(d) {
-				profDir = d
-			}
-		}
-	}
+	profDir := a.profilesDir(c, o)
 	var nodes []config.Node
 	if o.all {
 		if len(c.Nodes) == 0 {
@@ -387,6 +385,21 @@ func (a *App) jobs(c *config.Cluster, o *buildOptions, args []string) ([]job, er
 		jobs = append(jobs, job{node: n, profile: p})
 	}
 	return jobs, nil
+}
+
+// profilesDir is --profiles-dir, else profiles-dir: of the cluster file,
+// else ./profiles next to it when that exists, else "" (built-ins only).
+func (a *App) profilesDir(c *config.Cluster, o *buildOptions) string {
+	if o.profilesDir != "" {
+		return o.profilesDir
+	}
+	if d := c.Path(c.ProfilesDir); d != "" {
+		return d
+	}
+	if d := c.Path(config.DefaultProfilesDir); fileExists(d) {
+		return d
+	}
+	return ""
 }
 
 func (a *App) cacheDir(c *config.Cluster, o *buildOptions) (string, error) {

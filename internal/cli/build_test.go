@@ -19,7 +19,7 @@ import (
 	"github.com/imgbake/imgbake/internal/fixture"
 )
 
-const testVersion = "v1.31.4+k3s1"
+const testVersion = "v1.36.4+k3s1"
 
 // crossELF cross-compiles a tiny program for an image arch (arm64, armhf).
 func crossELF(t *testing.T, arch string) []byte {
@@ -62,7 +62,7 @@ func fakeRelease(t *testing.T, bins map[string][]byte) *httptest.Server {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		dir, name := filepath.Split(r.URL.EscapedPath())
 		data, ok := files[name]
-		if !ok || dir != "/v1.31.4%2Bk3s1/" {
+		if !ok || dir != "/"+strings.ReplaceAll(testVersion, "+", "%2B")+"/" {
 			http.NotFound(w, r)
 			return
 		}
@@ -397,6 +397,26 @@ func TestBuildReleaseErrors(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "out", "k5.img")); err == nil {
 		t.Error("an image was written despite the error")
 	}
+	if !strings.Contains(e, "warning: "+cfg+":3: k3s v1.30.0+k3s1 is long out of support") {
+		t.Errorf("no warning for an out-of-support k3s: %s", e)
+	}
+	os.WriteFile(cfg, data, 0o644)
+
+	// The cluster is checked before anything is baked.
+	code, _, e = run(t, map[string]string{"HOME": dir}, "build", "-c", cfg, "--size", "1M", "k5")
+	if code != 2 || !strings.Contains(e, "--size 1M (1.0 MiB) is smaller than the base image") {
+		t.Errorf("--size below the base: %d %s", code, e)
+	}
+	os.WriteFile(cfg, bytes.Replace(data, []byte("address: 192.168.1.10/24"), []byte("address: 192.168.1.11/24"), 1), 0o644)
+	code, _, e = run(t, map[string]string{"HOME": dir}, "build", "-c", cfg, "k5")
+	if code != 1 || !strings.Contains(e, cfg+":14: nodes[0].address: k1 is the server (profile server) at 192.168.1.11, but agents join server: 192.168.1.10 (line 1)") {
+		t.Errorf("server address: %d %s", code, e)
+	}
+	os.WriteFile(cfg, data, 0o644)
+	if _, err := os.Stat(filepath.Join(dir, "out", "k5.img")); err == nil {
+		t.Error("an image was written despite the errors")
+	}
+
 	if err := os.Chmod(filepath.Join(dir, "imgbake.secrets.yaml"), 0o644); err != nil {
 		t.Fatal(err)
 	}
