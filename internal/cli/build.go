@@ -24,8 +24,11 @@ import (
 type buildOptions struct {
 	profile, base, out, k3sBinary, airgap, size, compress, cacheDir, profilesDir string
 	all                                                                          bool
-	sha256                                                                       bool
-	baseSHA256                                                                   string
+	// dryRun checks and prints what would be built, writing nothing
+	// (imgbake check).
+	dryRun     bool
+	sha256     bool
+	baseSHA256 string
 }
 
 func (a *App) buildCommand(g *globals) *cobra.Command {
@@ -153,6 +156,16 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err := checkSize(o.size, size, base.Size); err != nil {
 		return err
 	}
+	if users, err := baseAccounts(base, info); err == nil {
+		if err := sshAccounts(c, jobs, users, info.OS.CloudInit); err != nil {
+			return err
+		}
+	} else {
+		log.Warn("cannot read the base image's users; SSH keys of a non-root user get uid 1000", "error", err)
+	}
+	if o.dryRun {
+		return a.printCheck(c, o, jobs, basePath, info, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: "k3s", AirgapImages: o.airgap})
+	}
 	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
 	if interrupted(ctx, err) {
 		return errors.New("interrupted while getting k3s; no image was written")
@@ -161,13 +174,6 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	}
 	if epoch.IsZero() {
 		epoch = defaultEpoch(base, info)
-	}
-	if users, err := baseAccounts(base, info); err == nil {
-		if err := sshAccounts(c, jobs, users, info.OS.CloudInit); err != nil {
-			return err
-		}
-	} else {
-		log.Warn("cannot read the base image's users; SSH keys of a non-root user get uid 1000", "error", err)
 	}
 
 	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: bin.Path, AirgapImages: o.airgap})

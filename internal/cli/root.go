@@ -106,6 +106,7 @@ copying node-token.`,
 
 	root.AddCommand(a.initCommand(g))
 	root.AddCommand(a.buildCommand(g))
+	root.AddCommand(a.checkCommand(g))
 	root.AddCommand(a.inspectCommand(g))
 	root.AddCommand(a.versionCommand())
 	root.AddCommand(a.completionCommand())
