@@ -7,33 +7,14 @@ import (
 	"encoding/hex"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
-
-// needTool skips the test when a command-line tool is missing.
-func needTool(t testing.TB, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s not installed (apt-get install the package that provides it)", n)
-		}
-	}
-}
-
-// run runs a command and fails the test with its output on error.
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // testRaw writes a 12 MiB image of compressible data with large zero runs.
 func testRaw(t testing.TB, dir string) (string, []byte) {
@@ -58,7 +39,7 @@ func testRaw(t testing.TB, dir string) (string, []byte) {
 func sha(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 func TestPrepareBaseFormats(t *testing.T) {
-	needTool(t, "xz", "gzip", "zstd", "zip")
+	fixture.NeedTools(t, "xz", "gzip", "zstd", "zip")
 	dir := t.TempDir()
 	raw, data := testRaw(t, dir)
 	cases := []struct {
@@ -133,7 +114,7 @@ func TestPrepareBaseRawInPlace(t *testing.T) {
 }
 
 func TestPrepareBaseBadArchives(t *testing.T) {
-	needTool(t, "xz", "gzip", "zstd", "zip")
+	fixture.NeedTools(t, "xz", "gzip", "zstd", "zip")
 	dir := t.TempDir()
 	raw, _ := testRaw(t, dir)
 	sh(t, "cp "+raw+" "+dir+"/other.img && cd "+dir+" && zip -q two.zip base.img other.img && echo hi > readme.txt && zip -q none.zip readme.txt")
@@ -173,7 +154,7 @@ func TestPrepareBaseBadArchives(t *testing.T) {
 	}
 }
 
-func sh(t testing.TB, script string) { t.Helper(); run(t, "sh", "-c", script) }
+func sh(t testing.TB, script string) { t.Helper(); fixture.Run(t, "sh", "-c", script) }
 
 func mustRead(t testing.TB, p string) []byte {
 	t.Helper()

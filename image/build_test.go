@@ -92,11 +92,11 @@ func checkImage(t *testing.T, img string) *Info {
 		t.Fatal(err)
 	}
 	root, _ := info.Partition(info.RootPartition)
-	run(t, "e2fsck", "-fn", partDev(img, root))
+	fixture.Run(t, "e2fsck", "-fn", partDev(img, root))
 	if bp, ok := info.Partition(info.BootPartition); ok {
 		f := filepath.Join(t.TempDir(), "boot.img")
-		run(t, "dd", "if="+img, "of="+f, "bs=1M", "skip="+itoa(bp.Start>>20), "count="+itoa(bp.Size>>20), "status=none")
-		run(t, "fsck.vfat", "-n", f)
+		fixture.Run(t, "dd", "if="+img, "of="+f, "bs=1M", "skip="+itoa(bp.Start>>20), "count="+itoa(bp.Size>>20), "status=none")
+		fixture.Run(t, "fsck.vfat", "-n", f)
 	}
 	return info
 }
@@ -172,13 +172,13 @@ func TestBuildAppliesPlan(t *testing.T) {
 	}
 	boot, _ := info.Partition(info.BootPartition)
 	bootDev := res.Image + "@@" + itoa(boot.Start)
-	if got := run(t, "mtype", "-i", bootDev, "::/cmdline.txt"); !strings.HasSuffix(got, "quiet init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_memory=1 cgroup_enable=memory\n") {
+	if got := fixture.Run(t, "mtype", "-i", bootDev, "::/cmdline.txt"); !strings.HasSuffix(got, "quiet init=/usr/lib/raspberrypi-sys-mods/firstboot cgroup_memory=1 cgroup_enable=memory\n") {
 		t.Errorf("cmdline.txt: %q", got)
 	}
-	if got := run(t, "mtype", "-i", bootDev, "::/imgbake/node.txt"); got != "node: k5\n" {
+	if got := fixture.Run(t, "mtype", "-i", bootDev, "::/imgbake/node.txt"); got != "node: k5\n" {
 		t.Errorf("node.txt: %q", got)
 	}
-	if got := run(t, "mdir", "-b", "-i", bootDev, "::/"); strings.Contains(got, "issue.txt") {
+	if got := fixture.Run(t, "mdir", "-b", "-i", bootDev, "::/"); strings.Contains(got, "issue.txt") {
 		t.Errorf("issue.txt not removed:\n%s", got)
 	}
 	// The secret is nowhere but in the root filesystem's file.

@@ -47,7 +47,7 @@ func TestBuildEveryFamily(t *testing.T) {
 			var cmdline string
 			if info.OS.CmdlinePart == plan.Boot {
 				bp, _ := got.Partition(got.BootPartition)
-				cmdline = run(t, "mtype", "-i", res.Image+"@@"+itoa(bp.Start), "::"+info.OS.CmdlinePath)
+				cmdline = fixture.Run(t, "mtype", "-i", res.Image+"@@"+itoa(bp.Start), "::"+info.OS.CmdlinePath)
 			} else {
 				rp, _ := got.Partition(got.RootPartition)
 				cmdline = debugfsR(t, res.Image, rp, "cat "+info.OS.CmdlinePath)
@@ -68,7 +68,7 @@ func gptCopy(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(t.TempDir(), "gpt.img")
-	run(t, "truncate", "-s", itoa(info.Size+1<<20), dst)
+	fixture.Run(t, "truncate", "-s", itoa(info.Size+1<<20), dst)
 	script := "label: gpt\nunit: sectors\n"
 	for _, p := range info.Partitions {
 		typ := "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
@@ -83,7 +83,7 @@ func gptCopy(t *testing.T, name string) string {
 		t.Fatalf("sfdisk: %v\n%s", err, out)
 	}
 	for _, p := range info.Partitions {
-		run(t, "dd", "if="+src, "of="+dst, "bs=1M", "skip="+itoa(p.Start>>20), "seek="+itoa(p.Start>>20),
+		fixture.Run(t, "dd", "if="+src, "of="+dst, "bs=1M", "skip="+itoa(p.Start>>20), "seek="+itoa(p.Start>>20),
 			"count="+itoa(p.Size>>20), "conv=notrunc,sparse", "status=none")
 	}
 	return dst
@@ -113,7 +113,7 @@ func TestBuildGPT(t *testing.T) {
 	if sha(mustRead(t, img)) != before || base.Path != img {
 		t.Error("the raw base image was modified or not used in place")
 	}
-	if v := run(t, "sfdisk", "--verify", res.Image); !strings.Contains(v, "No errors detected") {
+	if v := fixture.Run(t, "sfdisk", "--verify", res.Image); !strings.Contains(v, "No errors detected") {
 		t.Errorf("sfdisk --verify:\n%s", v)
 	}
 	got := checkImage(t, res.Image)

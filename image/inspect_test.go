@@ -131,11 +131,11 @@ func partDev(img string, p Partition) string {
 // debugfsW runs a debugfs command with writing enabled on partition p.
 func debugfsW(t *testing.T, img string, p Partition, cmd string) string {
 	t.Helper()
-	return run(t, "debugfs", "-w", "-R", cmd, partDev(img, p))
+	return fixture.Run(t, "debugfs", "-w", "-R", cmd, partDev(img, p))
 }
 
 // debugfsR runs a read-only debugfs command on partition p.
 func debugfsR(t *testing.T, img string, p Partition, cmd string) string {
 	t.Helper()
-	return run(t, "debugfs", "-R", cmd, partDev(img, p))
+	return fixture.Run(t, "debugfs", "-R", cmd, partDev(img, p))
 }

@@ -21,7 +21,7 @@ import (
 func lyingBase(t *testing.T, name string, damage func(img string, info *Info)) string {
 	t.Helper()
 	img := filepath.Join(t.TempDir(), "base.img")
-	run(t, "cp", "--sparse=always", fixture.Cached(t, name), img)
+	fixture.Run(t, "cp", "--sparse=always", fixture.Cached(t, name), img)
 	if err := os.Chmod(img, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -221,9 +221,9 @@ func TestUnverifiableZstdWarns(t *testing.T) {
 	fixture.RequireTools(t, "zstd")
 	dir := t.TempDir()
 	raw := filepath.Join(dir, "base.img")
-	run(t, "cp", "--sparse=always", fixture.Cached(t, fixture.RaspiOSBookwormArm64), raw)
+	fixture.Run(t, "cp", "--sparse=always", fixture.Cached(t, fixture.RaspiOSBookwormArm64), raw)
 	zst := raw + ".zst"
-	run(t, "zstd", "-q", "-1", "--no-check", raw, "-o", zst)
+	fixture.Run(t, "zstd", "-q", "-1", "--no-check", raw, "-o", zst)
 	var logs testlog.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	if _, err := PrepareBase(context.Background(), zst, filepath.Join(dir, "cache"), PrepareOptions{Log: log}); err != nil {
@@ -242,7 +242,7 @@ func TestUnverifiableZstdWarns(t *testing.T) {
 	}
 	// A checked .zst gives no warning.
 	logs = testlog.Buffer{}
-	run(t, "zstd", "-q", "-1", "-f", raw, "-o", zst)
+	fixture.Run(t, "zstd", "-q", "-1", "-f", raw, "-o", zst)
 	if _, err := PrepareBase(context.Background(), zst, filepath.Join(dir, "cache3"), PrepareOptions{Log: log}); err != nil {
 		t.Fatal(err)
 	}

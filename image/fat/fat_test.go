@@ -5,48 +5,29 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
-
-func needTool(t *testing.T, names ...string) {
-	t.Helper()
-	for _, n := range names {
-		if _, err := exec.LookPath(n); err != nil {
-			t.Skipf("%s not installed (apt-get install dosfstools mtools)", n)
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1", "TZ=UTC")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // mkfat makes a FAT image of sizeMiB with a few files copied in by mtools.
 func mkfat(t *testing.T, sizeMiB int, fatBits string) string {
 	t.Helper()
-	needTool(t, "mkfs.vfat", "mcopy", "fsck.vfat")
+	fixture.NeedTools(t, "mkfs.vfat", "mcopy", "fsck.vfat")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "boot.img")
-	run(t, "truncate", "-s", strconv.Itoa(sizeMiB)+"M", img)
-	run(t, "mkfs.vfat", "-F", fatBits, "-n", "bootfs", "-i", "12345678", img)
+	fixture.Run(t, "truncate", "-s", strconv.Itoa(sizeMiB)+"M", img)
+	fixture.Run(t, "mkfs.vfat", "-F", fatBits, "-n", "bootfs", "-i", "12345678", img)
 	os.WriteFile(filepath.Join(dir, "cmdline.txt"), []byte("console=serial0,115200 root=PARTUUID=abcd-02 rootwait\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "config.txt"), bytes.Repeat([]byte("# config line\n"), 1000), 0o644)
 	os.WriteFile(filepath.Join(dir, "LongFileName.dat"), []byte("long"), 0o644)
-	run(t, "mcopy", "-i", img, filepath.Join(dir, "cmdline.txt"), filepath.Join(dir, "config.txt"), filepath.Join(dir, "LongFileName.dat"), "::/")
-	run(t, "mmd", "-i", img, "::/overlays")
-	run(t, "mcopy", "-i", img, filepath.Join(dir, "cmdline.txt"), "::/overlays/README")
+	fixture.Run(t, "mcopy", "-i", img, filepath.Join(dir, "cmdline.txt"), filepath.Join(dir, "config.txt"), filepath.Join(dir, "LongFileName.dat"), "::/")
+	fixture.Run(t, "mmd", "-i", img, "::/overlays")
+	fixture.Run(t, "mcopy", "-i", img, filepath.Join(dir, "cmdline.txt"), "::/overlays/README")
 	return img
 }
 
@@ -110,17 +91,17 @@ func TestEditFAT(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			run(t, "fsck.vfat", "-n", img)
-			if out := run(t, "mtype", "-i", img, "::/cmdline.txt"); out != newCmd {
+			fixture.Run(t, "fsck.vfat", "-n", img)
+			if out := fixture.Run(t, "mtype", "-i", img, "::/cmdline.txt"); out != newCmd {
 				t.Errorf("mtype cmdline.txt = %q", out)
 			}
-			if out := run(t, "mtype", "-i", img, "::/Mixed.Case.Name.yaml"); out != string(big) {
+			if out := fixture.Run(t, "mtype", "-i", img, "::/Mixed.Case.Name.yaml"); out != string(big) {
 				t.Errorf("big file differs (%d bytes)", len(out))
 			}
-			if out := run(t, "mtype", "-i", img, "::/firstboot/file-with-long-name-59.txt"); out != "59" {
+			if out := fixture.Run(t, "mtype", "-i", img, "::/firstboot/file-with-long-name-59.txt"); out != "59" {
 				t.Errorf("file 59 = %q", out)
 			}
-			ls := run(t, "mdir", "-b", "-i", img, "::/") + run(t, "mdir", "-i", img, "::/")
+			ls := fixture.Run(t, "mdir", "-b", "-i", img, "::/") + fixture.Run(t, "mdir", "-i", img, "::/")
 			for _, want := range []string{"::/user-data\n", "::/network-config\n", "::/ssh\n", "::/cmdline.txt\n", "2024-03-15"} {
 				if !strings.Contains(ls, want) {
 					t.Errorf("mdir lacks %q:\n%s", want, ls)
@@ -174,8 +155,8 @@ func TestAllocatedRangesCoverFiles(t *testing.T) {
 		pos = r.Off + r.Len
 	}
 	zero(pos, fi.Size())
-	run(t, "fsck.vfat", "-n", img)
-	if out := run(t, "mtype", "-i", img, "::/overlays/README"); !strings.HasPrefix(out, "console=") {
+	fixture.Run(t, "fsck.vfat", "-n", img)
+	if out := fixture.Run(t, "mtype", "-i", img, "::/overlays/README"); !strings.HasPrefix(out, "console=") {
 		t.Errorf("file lost outside allocated ranges: %q", out)
 	}
 	var total int64

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // TestOpenReadsInPlace reads a fragmented file through File.ReadAt at
@@ -45,7 +47,7 @@ func TestOpenReadsInPlace(t *testing.T) {
 		t.Fatalf("kernel8.img has %d extents; the test wants a fragmented file", len(f.extents))
 	}
 	out := filepath.Join(t.TempDir(), "k")
-	run(t, "mcopy", "-i", img, "::/kernel8.img", out)
+	fixture.Run(t, "mcopy", "-i", img, "::/kernel8.img", out)
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
 		t.Fatal("mcopy reads another kernel8.img than was written")
 	}

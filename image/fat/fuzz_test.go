@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // overlayDisk is a partition whose writes go to an overlay of sectors over
@@ -100,13 +102,13 @@ func FuzzFAT(f *testing.F) {
 	seeds := make([][]byte, len(kinds))
 	for k, c := range kinds {
 		img := filepath.Join(dir, "fat"+c.bits+".img")
-		runCmd(f, "truncate", "-s", c.size, img)
-		runCmd(f, "mkfs.vfat", "-F", c.bits, "-s", "1", "-r", "64", "-n", "BOOTFS", "-i", "12345678", img)
+		fixture.Run(f, "truncate", "-s", c.size, img)
+		fixture.Run(f, "mkfs.vfat", "-F", c.bits, "-s", "1", "-r", "64", "-n", "BOOTFS", "-i", "12345678", img)
 		src := filepath.Join(dir, "cmdline.txt")
 		os.WriteFile(src, []byte("console=serial0,115200 root=PARTUUID=abcd-02 rootwait\n"), 0o644)
-		runCmd(f, "mmd", "-i", img, "::/overlays")
-		runCmd(f, "mcopy", "-i", img, src, "::/cmdline.txt")
-		runCmd(f, "mcopy", "-i", img, src, "::/overlays/README.txt")
+		fixture.Run(f, "mmd", "-i", img, "::/overlays")
+		fixture.Run(f, "mcopy", "-i", img, src, "::/cmdline.txt")
+		fixture.Run(f, "mcopy", "-i", img, src, "::/overlays/README.txt")
 		data, err := os.ReadFile(img)
 		if err != nil {
 			f.Fatal(err)
@@ -167,13 +169,4 @@ func FuzzFAT(f *testing.F) {
 			}
 		}
 	})
-}
-
-func runCmd(t testing.TB, name string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1", "TZ=UTC")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v\n%s", name, err, out)
-	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // BenchmarkFlash flashes a 2 GiB image holding about 600 MiB of data onto
@@ -22,12 +23,12 @@ import (
 //
 // The goal is imgbake <= 0.5x dd and <= 1.0x bmaptool.
 func BenchmarkFlash(b *testing.B) {
-	need(b, "dd", "bmaptool", "fallocate")
+	fixture.NeedTools(b, "dd", "bmaptool", "fallocate")
 	dir := b.TempDir()
 	d := benchDisk(b, dir)
 	b.Logf("image: %d MiB, %d MiB mapped in %d ranges", d.size>>20, d.m.MappedBytes()>>20, len(d.m.Ranges))
 	tf := filepath.Join(dir, "target")
-	run(b, "fallocate", "-l", fmt.Sprint(d.size), tf)
+	fixture.Run(b, "fallocate", "-l", fmt.Sprint(d.size), tf)
 	target, isFile := tf, true
 	if os.Geteuid() == 0 {
 		if out, err := exec.Command("losetup", "-f", "--show", tf).Output(); err == nil {
@@ -36,7 +37,7 @@ func BenchmarkFlash(b *testing.B) {
 		}
 	}
 	b.Logf("target: %s", target)
-	run(b, "cat", d.path) // warm the page cache for every contender alike
+	fixture.Run(b, "cat", d.path) // warm the page cache for every contender alike
 	flashOnce := func(noVerify bool) {
 		src, err := OpenSource(d.path)
 		if err != nil {
@@ -53,8 +54,8 @@ func BenchmarkFlash(b *testing.B) {
 		}
 	}
 	contenders := []func(){
-		func() { run(b, "dd", "if="+d.path, "of="+target, "bs=4M", "conv=fsync,notrunc", "status=none") },
-		func() { run(b, "bmaptool", "-q", "copy", "--bmap", d.path+".bmap", d.path, target) },
+		func() { fixture.Run(b, "dd", "if="+d.path, "of="+target, "bs=4M", "conv=fsync,notrunc", "status=none") },
+		func() { fixture.Run(b, "bmaptool", "-q", "copy", "--bmap", d.path+".bmap", d.path, target) },
 		func() { flashOnce(false) },
 		func() { flashOnce(true) },
 	}

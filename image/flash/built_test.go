@@ -21,7 +21,7 @@ import (
 // with fsck.vfat and e2fsck and the card against the manifest; then does
 // the same with bmaptool copy.
 func TestFlashBuiltImage(t *testing.T) {
-	need(t, "zstd", "fsck.vfat", "e2fsck", "bmaptool")
+	fixture.NeedTools(t, "zstd", "fsck.vfat", "e2fsck", "bmaptool")
 	fixture.RequireTools(t)
 	ctx := context.Background()
 	base, err := image.PrepareBase(ctx, fixture.Cached(t, fixture.RaspiOSBookwormArm64), "", image.PrepareOptions{})
@@ -69,7 +69,7 @@ func TestFlashBuiltImage(t *testing.T) {
 	if !strings.HasPrefix(info.Partitions[0].FS, "fat") || info.Partitions[1].FS != "ext4" {
 		t.Fatalf("fixture partitions: %+v", info.Partitions)
 	}
-	run(t, "zstd", "-q", "-k", res.Image)
+	fixture.Run(t, "zstd", "-q", "-k", res.Image)
 
 	verifyCard := func(target string) {
 		t.Helper()
@@ -95,6 +95,6 @@ func TestFlashBuiltImage(t *testing.T) {
 		verifyCard(target)
 	}
 	target, _ := randomTarget(t, t.TempDir(), res.Size)
-	run(t, "bmaptool", "copy", "--bmap", res.Bmap, res.Image, target)
+	fixture.Run(t, "bmaptool", "copy", "--bmap", res.Bmap, res.Image, target)
 	verifyCard(target)
 }

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // TestLookupDeviceLoop looks up a real loop device through /dev and /sys.
@@ -59,13 +61,13 @@ func TestSystemDiskRefused(t *testing.T) {
 // that it is refused with the unmount command, and that the device cannot
 // be opened for writing either (O_EXCL).
 func TestMountedDeviceRefused(t *testing.T) {
-	need(t, "mkfs.ext4", "mount", "umount")
+	fixture.NeedTools(t, "mkfs.ext4", "mount", "umount")
 	dir := t.TempDir()
 	target, isFile := randomTarget(t, dir, 16<<20)
 	if isFile {
 		t.Skip("no loop device available (needs root and losetup)")
 	}
-	run(t, "mkfs.ext4", "-q", target)
+	fixture.Run(t, "mkfs.ext4", "-q", target)
 	mnt := dir + "/mnt point"
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", target, mnt).CombinedOutput(); err != nil {

@@ -10,24 +10,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // TestSourceStreams decompresses xz (with the xz program and with the
 // pure-Go decoder), zstd and gzip images as streams, and reports truncated
 // files as errors, never as short images.
 func TestSourceStreams(t *testing.T) {
-	need(t, "xz", "zstd", "gzip", "zip")
+	fixture.NeedTools(t, "xz", "zstd", "gzip", "zip")
 	dir := t.TempDir()
 	raw := make([]byte, 3<<20+517)
 	rand.Read(raw[:1<<20])
 	path := filepath.Join(dir, "k5.img")
 	os.WriteFile(path, raw, 0o644)
-	run(t, "xz", "-k", "-0", path)
-	run(t, "zstd", "-q", "-k", path)
-	run(t, "gzip", "-k", path)
+	fixture.Run(t, "xz", "-k", "-0", path)
+	fixture.Run(t, "zstd", "-q", "-k", path)
+	fixture.Run(t, "gzip", "-k", path)
 	// A zip download (as some Raspberry Pi images are published) holds the
 	// image: it is flashed as the image, never as the archive's bytes.
-	run(t, "sh", "-c", "cd "+dir+" && zip -q k5.img.zip k5.img")
+	fixture.Run(t, "sh", "-c", "cd "+dir+" && zip -q k5.img.zip k5.img")
 
 	read := func(p string) ([]byte, error) {
 		src, err := OpenSource(p)

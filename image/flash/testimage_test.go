@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // testDisk is a small Raspberry Pi style disk image: MBR, p1 FAT, p2 ext4,
@@ -28,29 +29,11 @@ type testDisk struct {
 	m     *bmap.Map
 }
 
-func need(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install e2fsprogs dosfstools mtools fdisk bmap-tools xz-utils zstd)", tool)
-		}
-	}
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 // makeTestDisk builds the image in dir. dataMiB is roughly how much file
 // data goes into the ext4 partition.
 func makeTestDisk(t testing.TB, dir string, sizeMiB, dataMiB int) *testDisk {
 	t.Helper()
-	need(t, "sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4", "dumpe2fs")
+	fixture.NeedTools(t, "sfdisk", "mkfs.vfat", "mcopy", "mkfs.ext4", "dumpe2fs")
 	d := &testDisk{path: filepath.Join(dir, "disk.img"), size: int64(sizeMiB) << 20}
 	d.parts[0] = bmap.ByteRange{Offset: 1 << 20, Length: 16 << 20}
 	d.parts[1] = bmap.ByteRange{Offset: 17 << 20, Length: d.size - 17<<20}
@@ -68,18 +51,18 @@ func makeTestDisk(t testing.TB, dir string, sizeMiB, dataMiB int) *testDisk {
 	}
 
 	fat := filepath.Join(dir, "fat.img")
-	run(t, "mkfs.vfat", "-n", "BOOTFS", "-C", fat, strconv.FormatInt(d.parts[0].Length>>10, 10))
+	fixture.Run(t, "mkfs.vfat", "-n", "BOOTFS", "-C", fat, strconv.FormatInt(d.parts[0].Length>>10, 10))
 	files := filepath.Join(dir, "files")
 	os.MkdirAll(filepath.Join(files, "etc", "rancher"), 0o755)
 	writeRandom(t, filepath.Join(files, "config.txt"), 3000)
 	writeRandom(t, filepath.Join(files, "kernel8.img"), 1<<20+123)
-	run(t, "mcopy", "-i", fat, filepath.Join(files, "config.txt"), filepath.Join(files, "kernel8.img"), "::")
+	fixture.Run(t, "mcopy", "-i", fat, filepath.Join(files, "config.txt"), filepath.Join(files, "kernel8.img"), "::")
 	for i := range dataMiB {
 		writeRandom(t, filepath.Join(files, "etc", "rancher", fmt.Sprintf("blob%d", i)), 1<<20-(i%128)*4096)
 	}
 	os.WriteFile(filepath.Join(files, "etc", "hostname"), []byte("k5\n"), 0o644)
 	ext := filepath.Join(dir, "ext.img")
-	run(t, "mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", files, ext, strconv.FormatInt(d.parts[1].Length>>10, 10)+"k")
+	fixture.Run(t, "mkfs.ext4", "-q", "-F", "-L", "rootfs", "-d", files, ext, strconv.FormatInt(d.parts[1].Length>>10, 10)+"k")
 
 	var ranges []bmap.ByteRange
 	ranges = append(ranges, bmap.ByteRange{Offset: 0, Length: 512})
@@ -178,7 +161,7 @@ func fatAllocated(t testing.TB, path string) []bmap.ByteRange {
 // journal count as used).
 func extAllocated(t testing.TB, path string) []bmap.ByteRange {
 	t.Helper()
-	out := run(t, "dumpe2fs", path)
+	out := fixture.Run(t, "dumpe2fs", path)
 	var bs, count int64
 	free := regexp.MustCompile(`^\s+Free blocks: (.*)$`)
 	var freeRanges [][2]int64
@@ -259,7 +242,7 @@ func randomTarget(t testing.TB, dir string, size int64) (path string, isFile boo
 // fsck.vfat -n and e2fsck -fn on them.
 func checkFilesystems(t testing.TB, target string, d *testDisk) {
 	t.Helper()
-	need(t, "fsck.vfat", "e2fsck")
+	fixture.NeedTools(t, "fsck.vfat", "e2fsck")
 	f, err := os.Open(target)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/imgbake/imgbake/image/bmap"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 func flashTo(t *testing.T, ctx context.Context, image, target string, m *bmap.Map, isFile bool) (*Result, error) {
@@ -37,12 +38,12 @@ func TestWriteWithBmap(t *testing.T) {
 			image := d.path
 			switch comp {
 			case "xz":
-				need(t, "xz")
-				run(t, "xz", "-k", "-1", "-T2", d.path)
+				fixture.NeedTools(t, "xz")
+				fixture.Run(t, "xz", "-k", "-1", "-T2", d.path)
 				image = d.path + ".xz"
 			case "zst":
-				need(t, "zstd")
-				run(t, "zstd", "-q", "-k", "-1", d.path)
+				fixture.NeedTools(t, "zstd")
+				fixture.Run(t, "zstd", "-q", "-k", "-1", d.path)
 				image = d.path + ".zst"
 			}
 			if got := BmapPathFor(image); got != d.path+".bmap" {
@@ -71,8 +72,8 @@ func TestWriteWithBmap(t *testing.T) {
 func TestWriteWhole(t *testing.T) {
 	dir := t.TempDir()
 	d := makeTestDisk(t, dir, 40, 1)
-	need(t, "zstd")
-	run(t, "zstd", "-q", "-k", "-1", d.path)
+	fixture.NeedTools(t, "zstd")
+	fixture.Run(t, "zstd", "-q", "-k", "-1", d.path)
 	for _, image := range []string{d.path, d.path + ".zst"} {
 		target, isFile := randomTarget(t, t.TempDir(), d.size+4096)
 		res, err := flashTo(t, context.Background(), image, target, nil, isFile)
@@ -93,21 +94,21 @@ func TestWriteWhole(t *testing.T) {
 // onto random bytes gives the same mapped content and clean filesystems;
 // and we flash with a .bmap made by bmaptool create.
 func TestBmaptoolCopyInterop(t *testing.T) {
-	need(t, "bmaptool")
+	fixture.NeedTools(t, "bmaptool")
 	dir := t.TempDir()
 	d := makeTestDisk(t, dir, 40, 2)
 	target, _ := randomTarget(t, t.TempDir(), d.size)
 	if isFile := !strings.HasPrefix(target, "/dev/"); isFile {
 		t.Log("no loop device: bmaptool truncates a regular-file target, so this checks less")
 	}
-	run(t, "bmaptool", "copy", "--bmap", d.path+".bmap", d.path, target)
+	fixture.Run(t, "bmaptool", "copy", "--bmap", d.path+".bmap", d.path, target)
 	checkFilesystems(t, target, d)
 	if !equalRanges(t, d.path, target, ChecksFromBmap(d.m)) {
 		t.Error("bmaptool copy with our .bmap: mapped ranges differ from the image")
 	}
 
 	theirs := filepath.Join(dir, "theirs.bmap")
-	run(t, "bmaptool", "create", "-o", theirs, d.path)
+	fixture.Run(t, "bmaptool", "create", "-o", theirs, d.path)
 	f, err := os.Open(theirs)
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +130,8 @@ func TestBmaptoolCopyInterop(t *testing.T) {
 func TestVerifyFindsFlippedByte(t *testing.T) {
 	dir := t.TempDir()
 	d := makeTestDisk(t, dir, 40, 2)
-	need(t, "xz")
-	run(t, "xz", "-k", "-0", "-T2", d.path)
+	fixture.NeedTools(t, "xz")
+	fixture.Run(t, "xz", "-k", "-0", "-T2", d.path)
 	target, isFile := randomTarget(t, t.TempDir(), d.size)
 	if _, err := flashTo(t, context.Background(), d.path, target, d.m, isFile); err != nil {
 		t.Fatal(err)
@@ -190,7 +191,7 @@ func TestWriteRefusesCorruptImageAndSmallTarget(t *testing.T) {
 
 	// Corrupt one byte of the last mapped range of a copy of the image.
 	bad := filepath.Join(dir, "bad.img")
-	run(t, "cp", "--sparse=always", d.path, bad)
+	fixture.Run(t, "cp", "--sparse=always", d.path, bad)
 	last := d.m.ByteRange(d.m.Ranges[len(d.m.Ranges)-1])
 	f, _ := os.OpenFile(bad, os.O_RDWR, 0)
 	f.WriteAt([]byte{0xee}, last.Offset)

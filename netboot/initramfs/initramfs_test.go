@@ -13,16 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/imgbake/imgbake/image/ext4"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
-
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install cpio xz-utils e2fsprogs gzip)", tool)
-		}
-	}
-}
 
 func cpioList(t *testing.T, archive []byte, verbose bool) string {
 	t.Helper()
@@ -40,7 +32,7 @@ func cpioList(t *testing.T, archive []byte, verbose bool) string {
 }
 
 func TestAdditionWithCpio(t *testing.T) {
-	need(t, "cpio")
+	fixture.NeedTools(t, "cpio")
 	mods := map[string][]Module{
 		"6.6.51+rpt-rpi-v8":   {{"nbd", []byte("nbd v8")}},
 		"6.6.51+rpt-rpi-2712": {{"libfoo", []byte("dep")}, {"nbd", []byte("nbd 2712")}},
@@ -159,7 +151,7 @@ func parseNewc(t *testing.T, b []byte, files map[string]string) int {
 }
 
 func TestConcatFollowsKernelRules(t *testing.T) {
-	need(t, "cpio", "gzip")
+	fixture.NeedTools(t, "cpio", "gzip")
 	// The node's own initramfs, as update-initramfs makes it: a gzip'd
 	// newc archive with its own /init.
 	src := t.TempDir()
@@ -220,7 +212,7 @@ func TestConcatFollowsKernelRules(t *testing.T) {
 }
 
 func TestNodeModules(t *testing.T) {
-	need(t, "mkfs.ext4", "xz", "zstd")
+	fixture.NeedTools(t, "mkfs.ext4", "xz", "zstd")
 	src := t.TempDir()
 	write := func(p, data string) {
 		os.MkdirAll(filepath.Join(src, filepath.Dir(p)), 0o755)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -14,15 +13,6 @@ import (
 	"github.com/imgbake/imgbake/image/ext4"
 	"github.com/imgbake/imgbake/internal/fixture"
 )
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
 
 // rootOf returns the root partition of the image at path.
 func rootOf(t *testing.T, path string) image.Partition {
@@ -112,8 +102,8 @@ func TestDiskLifecycle(t *testing.T) {
 	if root.Start+root.Size != size {
 		t.Errorf("root partition ends at %d, want the end of the disk %d", root.Start+root.Size, size)
 	}
-	run(t, "e2fsck", "-fn", disk+"?offset="+strconv.FormatInt(root.Start, 10))
-	out := run(t, "dumpe2fs", "-h", disk+"?offset="+strconv.FormatInt(root.Start, 10))
+	fixture.Run(t, "e2fsck", "-fn", disk+"?offset="+strconv.FormatInt(root.Start, 10))
+	out := fixture.Run(t, "dumpe2fs", "-h", disk+"?offset="+strconv.FormatInt(root.Start, 10))
 	if !bytes.Contains([]byte(out), []byte("Block count:")) {
 		t.Fatalf("dumpe2fs: %s", out)
 	}
@@ -163,7 +153,7 @@ func TestDiskLifecycle(t *testing.T) {
 		t.Error("reset kept the node's old state")
 	}
 	f.Close()
-	run(t, "e2fsck", "-fn", disk+"?offset="+strconv.FormatInt(p.Start, 10))
+	fixture.Run(t, "e2fsck", "-fn", disk+"?offset="+strconv.FormatInt(p.Start, 10))
 	if fi, _ := os.Stat(disk); fi.Size() != size {
 		t.Errorf("reset disk size %d, want %d", fi.Size(), size)
 	}

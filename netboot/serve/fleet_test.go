@@ -28,7 +28,7 @@ import (
 // served; its disk is then served over NBD to it only.
 func TestEnrolAndBuildOnDemand(t *testing.T) {
 	fixture.RequireTools(t)
-	need(t, "atftp", "qemu-img", "cpio", "xz", "gzip")
+	fixture.NeedTools(t, "atftp", "qemu-img", "cpio", "xz", "gzip")
 	dir := t.TempDir()
 	img, _ := nodeImage(t, dir) // out/k5.img: what Prepare "builds"
 	store := &node.Store{StateDir: filepath.Join(dir, "state"), ImageDir: filepath.Dir(img), DiskSize: 256 << 20}

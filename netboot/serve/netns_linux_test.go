@@ -106,7 +106,7 @@ type lan struct {
 func newLAN(t *testing.T) *lan {
 	t.Helper()
 	fixture.RequireTools(t)
-	need(t, "atftp", "cpio", "xz", "gzip")
+	fixture.NeedTools(t, "atftp", "cpio", "xz", "gzip")
 	l := &lan{srv: fixture.NewNetns(t, "srv"), node: fixture.NewNetns(t, "node"), evil: fixture.NewNetns(t, "evil"), dir: t.TempDir()}
 	l.srv.IP(t, "link", "add", "br0", "type", "bridge")
 	l.srv.IP(t, "addr", "add", srvIP+"/24", "dev", "br0")

@@ -23,15 +23,6 @@ import (
 	"github.com/imgbake/imgbake/netboot/node"
 )
 
-func need(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install atftp qemu-utils cpio xz-utils gzip)", tool)
-		}
-	}
-}
-
 const (
 	serial  = "1234abcd"
 	macText = "dc:a6:32:01:36:c2"
@@ -170,7 +161,7 @@ func sameAsDiskNamed(t *testing.T, r *running, disk, name string) error {
 
 func TestServeNode(t *testing.T) {
 	fixture.RequireTools(t)
-	need(t, "atftp", "qemu-img", "cpio", "xz", "gzip")
+	fixture.NeedTools(t, "atftp", "qemu-img", "cpio", "xz", "gzip")
 	dir := t.TempDir()
 	img, initrd := nodeImage(t, dir)
 	store := &node.Store{StateDir: filepath.Join(dir, "state"), ImageDir: filepath.Dir(img), DiskSize: 256 << 20}
