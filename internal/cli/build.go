@@ -156,7 +156,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err := checkSize(o.size, size, base.Size); err != nil {
 		return err
 	}
-	if users, err := baseAccounts(base, info); err == nil {
+	if users, err := image.Accounts(base.Path, info); err == nil {
 		if err := sshAccounts(c, jobs, users, info.OS.CloudInit); err != nil {
 			return err
 		}
@@ -173,7 +173,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		return err
 	}
 	if epoch.IsZero() {
-		epoch = defaultEpoch(base, info)
+		epoch = image.NewestFileTime(base.Path, info)
 	}
 
 	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: bin.Path, AirgapImages: o.airgap})

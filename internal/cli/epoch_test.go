@@ -15,10 +15,9 @@ func TestDefaultEpoch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := &image.Base{Path: img}
-	e1, e2 := defaultEpoch(base, info), defaultEpoch(base, info)
+	e1, e2 := image.NewestFileTime(img, info), image.NewestFileTime(img, info)
 	if !e1.Equal(e2) || e1.Unix() <= 0 || e1.After(time.Now()) {
-		t.Errorf("defaultEpoch = %v, %v", e1, e2)
+		t.Errorf("NewestFileTime = %v, %v", e1, e2)
 	}
 	a := &App{Env: func(k string) string { return map[string]string{"SOURCE_DATE_EPOCH": "1700000000"}[k] }}
 	if e, err := a.sourceDateEpoch(); err != nil || e.Unix() != 1700000000 {
