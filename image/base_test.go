@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,16 +18,7 @@ import (
 // testRaw writes a 12 MiB image of compressible data with large zero runs.
 func testRaw(t testing.TB, dir string) (string, []byte) {
 	t.Helper()
-	data := make([]byte, 12<<20)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for off := 0; off < len(data); off += 64 << 10 {
-		if (off/(64<<10))%3 == 0 {
-			continue // zero run
-		}
-		for i := off; i < off+64<<10; i++ {
-			data[i] = byte(rng.IntN(4)) + 'a'
-		}
-	}
+	data := fixture.CompressibleData(12 << 20)
 	p := filepath.Join(dir, "base.img")
 	if err := os.WriteFile(p, data, 0o644); err != nil {
 		t.Fatal(err)

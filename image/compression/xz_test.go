@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,19 +15,7 @@ import (
 )
 
 // testData returns 6 MiB of compressible data with zero runs.
-func testData() []byte {
-	data := make([]byte, 6<<20)
-	rng := rand.New(rand.NewPCG(1, 2))
-	for off := 0; off < len(data); off += 64 << 10 {
-		if (off/(64<<10))%3 == 0 {
-			continue // zero run
-		}
-		for i := off; i < off+64<<10; i++ {
-			data[i] = byte(rng.IntN(4)) + 'a'
-		}
-	}
-	return data
-}
+func testData() []byte { return fixture.CompressibleData(6 << 20) }
 
 // compressWith runs a compressor on data and returns its output.
 func compressWith(t testing.TB, data []byte, name string, args ...string) []byte {
