@@ -73,6 +73,9 @@ func Check(in Input) (warnings []string, err error) {
 	if err := checkSettings(in); err != nil {
 		return nil, fmt.Errorf("node %s: %w", in.Node.Name, err)
 	}
+	if err := checkCgroup(in); err != nil {
+		return nil, err
+	}
 	return append(warnings, settingsWarnings(in)...), nil
 }
 

@@ -63,6 +63,10 @@ func (b *builder) cmdline() {
 		extra = append(extra, "cfg80211.ieee80211_regdom="+w.Country)
 		desc += " " + extra[0]
 	}
+	if needsUnifiedCgroup(b.in) {
+		extra = append(extra, unifiedCgroup)
+		desc += " " + unifiedCgroup + " (k3s >= 1.35 needs cgroup v2)"
+	}
 	if path.Base(os.CmdlinePath) == "armbianEnv.txt" {
 		b.edit(os.CmdlinePart, os.CmdlinePath, desc+" to extraargs", 0o644, func(old []byte) ([]byte, error) {
 			return editArmbianEnv(old, extra...)

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -253,6 +254,8 @@ func detectOS(root *ext4.FS, boot *fat.FS) (*plan.OS, error) {
 	cmdline := detectCmdline(root, boot, o)
 	detectFirstBoot(root, boot, o, cmdline)
 	o.Network = detectNetwork(root, o)
+	o.Systemd = systemdVersion(root)
+	o.CgroupV1 = cgroupV1(o.Systemd, cmdline)
 	return o, nil
 }
 
@@ -397,4 +400,46 @@ func detectArch(root *ext4.FS) (string, error) {
 		return "", fmt.Errorf("image binaries are %s, not arm64 or armhf: imgbake builds Raspberry Pi and ARM board images", a)
 	}
 	return archs[0], nil
+}
+
+// systemdVersion reads systemd's version from the name of its shared
+// library (libsystemd-shared-241.so, libsystemd-shared-252.so); 0 when
+// there is none.
+func systemdVersion(root *ext4.FS) int {
+	for _, dir := range []string{"/usr/lib/systemd", "/lib/systemd", "/usr/lib/arm-linux-gnueabihf/systemd", "/usr/lib/aarch64-linux-gnu/systemd"} {
+		ents, err := root.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			v, ok := strings.CutPrefix(e.Name, "libsystemd-shared-")
+			if !ok {
+				continue
+			}
+			v, _, _ = strings.Cut(v, ".so")
+			v, _, _ = strings.Cut(v, "-")
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// cgroupV1 reports whether a base boots with cgroup v1 (legacy or hybrid).
+// The kernel command line decides when it names the hierarchy; else
+// systemd's default does: hybrid before systemd 243, unified since (and
+// Debian builds 247 and newer unified).
+func cgroupV1(systemd int, cmdline string) bool {
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "systemd.unified_cgroup_hierarchy="); ok {
+			switch v {
+			case "0", "no", "false", "off":
+				return true
+			case "1", "yes", "true", "on":
+				return false
+			}
+		}
+	}
+	return systemd > 0 && systemd < 243
 }

@@ -145,4 +145,13 @@ type OS struct {
 	// Network is the network configuration system the release uses:
 	// "dhcpcd", "NetworkManager", "netplan", "systemd-networkd", "ifupdown".
 	Network string `json:"network"`
+	// Systemd is the base's systemd version (241 on Buster and HypriotOS
+	// 1.12, 252 on Bookworm), read from the name of libsystemd-shared; 0
+	// when it was not found.
+	Systemd int `json:"systemd,omitempty"`
+	// CgroupV1 is true when the base boots with cgroup v1 (legacy or
+	// hybrid): systemd older than 243 without
+	// systemd.unified_cgroup_hierarchy=1 on its command line, or any
+	// systemd told systemd.unified_cgroup_hierarchy=0.
+	CgroupV1 bool `json:"cgroup_v1"`
 }
