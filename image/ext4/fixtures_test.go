@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // Fixtures are real ext4 filesystems made by mkfs.ext4 -d from a staged
@@ -265,22 +267,7 @@ func fxCached(kind string, size int64) (string, error) {
 	h := fnv.New32a()
 	io.WriteString(h, kind)
 	img := filepath.Join(dir, fmt.Sprintf("%s-%08x-%d.img", name, h.Sum32(), size))
-	lock, err := os.OpenFile(img+".lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return "", err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return "", fmt.Errorf("locking %s: %w", lock.Name(), err)
-	}
-	if _, err := os.Stat(img); err == nil {
-		return img, nil
-	}
-	if err := fxBuild(kind, size, img+".tmp"); err != nil {
-		os.Remove(img + ".tmp")
-		return "", err
-	}
-	return img, os.Rename(img+".tmp", img)
+	return fixture.BuildOnce(img, img+".lock", func(tmp string) error { return fxBuild(kind, size, tmp) })
 }
 
 // fxBuild stages the tree of kind, runs mkfs.ext4 -d on it, fixes what the
