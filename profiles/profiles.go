@@ -57,6 +57,8 @@ type Profile struct {
 
 	// Origin is "built-in" or the file the profile was read from.
 	Origin string `yaml:"-"`
+	// doc knows the line of each field, for CheckK3sKeys.
+	doc *config.Doc
 }
 
 // File is an extra file a profile puts on the root filesystem.
@@ -205,6 +207,7 @@ func parse(name, origin, dir string, data []byte) (*Profile, error) {
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
+	p.doc = d
 	if p.Role == Agent && p.NodeRole == "" {
 		p.NodeRole = name
 	}

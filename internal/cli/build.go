@@ -122,7 +122,7 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	if err := checkModels(c, jobs); err != nil {
 		return err
 	}
-	if err := a.checkCluster(c, o); err != nil {
+	if err := a.checkCluster(c, o, jobs); err != nil {
 		return err
 	}
 	cacheDir, err := a.cacheDir(c, o)

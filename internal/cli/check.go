@@ -19,7 +19,7 @@ import (
 // checkCluster checks what spans the whole cluster file before anything is
 // baked: the server node's address against server: (with every listed
 // node's profile), and warns once when the pinned k3s is out of support.
-func (a *App) checkCluster(c *config.Cluster, o *buildOptions) error {
+func (a *App) checkCluster(c *config.Cluster, o *buildOptions, jobs []job) error {
 	dir := a.profilesDir(c, o)
 	loaded := map[string]*profiles.Profile{}
 	starts := func(n config.Node) bool {
@@ -39,6 +39,30 @@ func (a *App) checkCluster(c *config.Cluster, o *buildOptions) error {
 	}
 	if w := k3s.SupportWarning(c.K3s.Version, time.Now()); w != "" {
 		fmt.Fprintf(a.Stderr, "imgbake: warning: %s:%d: %s\n", c.File, c.Line("k3s.version"), w)
+	}
+	return a.checkK3sKeys(c, jobs)
+}
+
+// checkK3sKeys checks each job's profile's k3s: keys against the pinned
+// version's flag table, unless the cluster file says k3s-extra-keys: allow.
+func (a *App) checkK3sKeys(c *config.Cluster, jobs []job) error {
+	if c.K3sExtraKeys == "allow" {
+		return nil
+	}
+	t, ok := k3s.Flags(c.K3s.Version)
+	if !ok {
+		fmt.Fprintf(a.Stderr, "imgbake: warning: this imgbake has no flag table for k3s %s; the profiles' k3s: keys are not checked\n", c.K3s.Version)
+		return nil
+	}
+	done := map[*profiles.Profile]bool{}
+	for _, j := range jobs {
+		if done[j.profile] {
+			continue
+		}
+		done[j.profile] = true
+		if err := j.profile.CheckK3sKeys(t); err != nil {
+			return err
+		}
 	}
 	return nil
 }

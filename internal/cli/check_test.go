@@ -41,6 +41,18 @@ func TestCheck(t *testing.T) {
 	if code != 1 || !strings.Contains(e, cfg+":26: nodes[2].model: node zero is a pi0w") {
 		t.Errorf("check of every node (one a Pi Zero W): %d %s", code, e)
 	}
+	// A k3s: typo in a profile, then the same allowed on purpose.
+	os.MkdirAll(filepath.Join(dir, "profiles"), 0o755)
+	os.WriteFile(filepath.Join(dir, "profiles", "typo.yaml"), []byte("role: agent\nk3s:\n  kubelet-args: [max-pods=50]\n"), 0o644)
+	code, _, e = run(t, env, "check", "-c", cfg, "--profile", "typo", "k9")
+	if code != 1 || !strings.Contains(e, "typo.yaml:3: k3s.kubelet-args: \"kubelet-args\" is not a flag of k3s 1.36 agent (did you mean \"kubelet-arg\"?)") {
+		t.Errorf("k3s: typo: %d %s", code, e)
+	}
+	data, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(data, "k3s-extra-keys: allow\n"...), 0o644)
+	if code, _, e = run(t, env, "check", "-c", cfg, "--profile", "typo", "k9"); code != 0 {
+		t.Errorf("k3s-extra-keys: allow: %d %s", code, e)
+	}
 	code, _, e = run(t, env, "check", "-c", cfg, "--size", "1M", "k5")
 	if code != 2 || !strings.Contains(e, "smaller than the base image") {
 		t.Errorf("check --size 1M: %d %s", code, e)

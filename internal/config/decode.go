@@ -279,8 +279,14 @@ func cleanYAMLError(err error) string {
 	return s
 }
 
-// suggest returns the name closest to s when it is close enough to be a
+// Suggest returns the name closest to s when it is close enough to be a
 // likely typo, else "".
+func Suggest(s string, names []string) string { return suggest(s, names) }
+
+// Fresh returns an empty Doc for the same file that knows the lines d
+// read, to record problems found after d was checked.
+func (d *Doc) Fresh() *Doc { return &Doc{File: d.File, lines: d.lines} }
+
 func suggest(s string, names []string) string {
 	best, bestD := "", 3
 	for _, n := range names {
