@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/imgbake/imgbake/image/plan"
@@ -255,15 +254,6 @@ func (b *builder) extraFiles() error {
 		b.p.Entries = append(b.p.Entries, e)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func bootPath(os plan.OS, p string) string {

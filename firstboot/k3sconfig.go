@@ -3,6 +3,7 @@ package firstboot
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/imgbake/imgbake/internal/config"
@@ -30,7 +31,7 @@ func (b *builder) k3sConfig() error {
 	cfg["node-name"] = n.name
 	if len(n.labels) > 0 {
 		var labels []string
-		for _, k := range sortedKeys(n.labels) {
+		for _, k := range slices.Sorted(maps.Keys(n.labels)) {
 			labels = append(labels, k+"="+n.labels[k])
 		}
 		cfg["node-label"] = labels

@@ -2,6 +2,8 @@ package ext4
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 )
 
 type bitmap struct {
@@ -90,7 +92,7 @@ func (f *FS) inodeBitmap(g uint32) (*bitmap, error) {
 }
 
 func (f *FS) flushBitmaps() error {
-	for _, g := range sortedKeys(f.bbm) {
+	for _, g := range slices.Sorted(maps.Keys(f.bbm)) {
 		b := f.bbm[g]
 		if !b.dirty {
 			continue
@@ -103,7 +105,7 @@ func (f *FS) flushBitmaps() error {
 		}
 		b.dirty = false
 	}
-	for _, g := range sortedKeys(f.ibm) {
+	for _, g := range slices.Sorted(maps.Keys(f.ibm)) {
 		b := f.ibm[g]
 		if !b.dirty {
 			continue

@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -373,7 +373,7 @@ func fxStage(stage, xdir string, e *fxEntry, asRoot bool) ([]string, error) {
 			return nil, err
 		}
 	}
-	for _, name := range sortedKeys(e.Xattrs) {
+	for _, name := range slices.Sorted(maps.Keys(e.Xattrs)) {
 		if asRoot {
 			if err := syscall.Setxattr(p, name, e.Xattrs[name], 0); err != nil {
 				return nil, fmt.Errorf("setting xattr %s: %w", name, err)
@@ -424,15 +424,6 @@ func allZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // copySparse copies src to dst, visiting only the data regions of src
@@ -509,7 +500,7 @@ func TestFixtures(t *testing.T) {
 			feats := debugfsFeatures(t, img)
 			for _, w := range wantFeat[kind] {
 				if feats[strings.TrimPrefix(w, "!")] == strings.HasPrefix(w, "!") {
-					t.Errorf("feature %s: fixture has %q", w, sortedKeys(feats))
+					t.Errorf("feature %s: fixture has %q", w, slices.Sorted(maps.Keys(feats)))
 				}
 			}
 			tree := fixtureTree(kind)
@@ -592,7 +583,7 @@ func checkAgainstDebugfs(t *testing.T, img string, e *fxEntry, tree []fxEntry) {
 	}
 	got := eaList(t, img, e.Path)
 	if len(got) != len(want.Xattrs) {
-		t.Errorf("%s: xattrs %q, want %q", e.Path, sortedKeys(got), sortedKeys(want.Xattrs))
+		t.Errorf("%s: xattrs %q, want %q", e.Path, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want.Xattrs)))
 	}
 	for k, v := range want.Xattrs {
 		if !bytes.Equal(got[k], v) {

@@ -1,8 +1,8 @@
 package ext4
 
 import (
-	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -33,15 +33,6 @@ const (
 	bgBlockUninit  = 0x2
 	bgItableZeroed = 0x4
 )
-
-func sortedKeys[K cmp.Ordered, V any](m map[K]V) []K {
-	keys := make([]K, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
 
 // gdtBlock returns the first block of the primary descriptor table.
 func (f *FS) gdtBlock() uint64 { return f.firstData + 1 }
@@ -236,13 +227,13 @@ func (f *FS) flushGDT() error {
 		return nil
 	}
 	blocks := map[uint64]bool{}
-	for _, g := range sortedKeys(f.gdtDirty) {
+	for _, g := range slices.Sorted(maps.Keys(f.gdtDirty)) {
 		if f.csumEnabled() {
 			put16(f.desc(g), gdChecksum, f.descCsum(g))
 		}
 		blocks[uint64(g)*uint64(f.descSize)/uint64(f.bs)] = true
 	}
-	for _, i := range sortedKeys(blocks) {
+	for _, i := range slices.Sorted(maps.Keys(blocks)) {
 		lo := i * uint64(f.bs)
 		hi := min(lo+uint64(f.bs), uint64(len(f.gdt)))
 		buf := make([]byte, f.bs)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,7 +107,7 @@ func kernelCompare(t *testing.T, dir string, m model) {
 		}
 		got := kernelXattrs(hp)
 		if fmt.Sprint(got) != fmt.Sprint(n.Xattrs) {
-			fail("%s: kernel xattrs %q, want %q", p, sortedKeys(got), sortedKeys(n.Xattrs))
+			fail("%s: kernel xattrs %q, want %q", p, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(n.Xattrs)))
 		}
 		return nil
 	})

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -395,7 +397,7 @@ func (f *FS) forget(b uint64) {
 }
 
 func (f *FS) flushBlocks() error {
-	keys := sortedKeys(f.dirty)
+	keys := slices.Sorted(maps.Keys(f.dirty))
 	for _, b := range keys {
 		if err := f.writeAt(f.dirty[b], int64(b)*f.bs); err != nil {
 			return err

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -468,11 +470,11 @@ func verifyXattrs(t testing.TB, img string, m model, seen map[string]bool, fail 
 				got[f[1]], _ = strconv.Atoi(f[2])
 			}
 		}
-		if fmt.Sprint(sortedKeys(got)) != fmt.Sprint(sortedKeys(n.Xattrs)) {
-			fail("%s: xattrs %v, want %v", p, sortedKeys(got), sortedKeys(n.Xattrs))
+		if fmt.Sprint(slices.Sorted(maps.Keys(got))) != fmt.Sprint(slices.Sorted(maps.Keys(n.Xattrs))) {
+			fail("%s: xattrs %v, want %v", p, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(n.Xattrs)))
 			continue
 		}
-		for _, k := range sortedKeys(n.Xattrs) {
+		for _, k := range slices.Sorted(maps.Keys(n.Xattrs)) {
 			gets = append(gets, fmt.Sprintf("ea_get -f %s %s %s", dq(filepath.Join(tmp, strconv.Itoa(len(gets)))), dq(p), k))
 			want = append(want, n.Xattrs[k])
 		}
