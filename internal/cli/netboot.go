@@ -17,7 +17,6 @@ import (
 
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/internal/progress"
-	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/dhcp"
 	"github.com/imgbake/imgbake/netboot/enroll"
 	"github.com/imgbake/imgbake/netboot/initramfs"
@@ -155,18 +154,9 @@ func netbootNodes(c *config.Cluster) ([]serve.Node, error) {
 			continue
 		}
 		sn := serve.Node{Name: n.Name}
-		if n.Netboot.Serial != "" {
-			s, err := netboot.ParseSerial(n.Netboot.Serial)
-			if err != nil {
-				return nil, fmt.Errorf("node %s: %w", n.Name, err)
-			}
-			sn.Serial = s
-		}
-		if n.Netboot.MAC != "" {
-			var err error
-			if sn.MAC, err = net.ParseMAC(n.Netboot.MAC); err != nil {
-				return nil, fmt.Errorf("node %s: netboot.mac: %w", n.Name, err)
-			}
+		var err error
+		if sn.Serial, sn.MAC, err = n.Netboot.Identity(); err != nil {
+			return nil, fmt.Errorf("node %s: %w", n.Name, err)
 		}
 		nodes = append(nodes, sn)
 	}

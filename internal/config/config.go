@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/imgbake/imgbake/netboot"
 )
 
 // DefaultReleaseURL is where k3s releases are downloaded from unless the
@@ -110,11 +112,34 @@ type Node struct {
 	Keyboard string `yaml:"keyboard"`
 }
 
-// Netboot identifies a network-booted Pi.
+// Netboot identifies a network-booted Pi. The fields are as the file
+// spells them; Identity returns them typed.
 type Netboot struct {
 	// Serial is the board serial's low 8 hex digits (the TFTP prefix).
 	Serial string `yaml:"serial"`
 	MAC    string `yaml:"mac"`
+}
+
+// Identity returns the Pi's serial and MAC as the netboot servers match
+// them; either is empty when the file gives none. Load has checked both, so
+// an error means a Netboot that did not come from Load.
+func (nb *Netboot) Identity() (netboot.Serial, net.HardwareAddr, error) {
+	var (
+		serial netboot.Serial
+		mac    net.HardwareAddr
+		err    error
+	)
+	if nb.Serial != "" {
+		if serial, err = netboot.ParseSerial(nb.Serial); err != nil {
+			return "", nil, err
+		}
+	}
+	if nb.MAC != "" {
+		if mac, err = net.ParseMAC(nb.MAC); err != nil {
+			return "", nil, fmt.Errorf("netboot.mac: %w", err)
+		}
+	}
+	return serial, mac, nil
 }
 
 // modelInfo reports whether m is a canonical model name and whether its CPU

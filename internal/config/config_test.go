@@ -211,3 +211,18 @@ func TestNetbootIdentity(t *testing.T) {
 		t.Errorf("empty netboot identity: got %v", err)
 	}
 }
+
+func TestNetbootIdentityTyped(t *testing.T) {
+	s, mac, err := (&Netboot{Serial: "1234ABCD", MAC: "DC:A6:32:01:36:C2"}).Identity()
+	if err != nil || s != "1234abcd" || mac.String() != "dc:a6:32:01:36:c2" {
+		t.Errorf("Identity = %q %v %v", s, mac, err)
+	}
+	if s, mac, err := (&Netboot{MAC: "dc:a6:32:01:36:c2"}).Identity(); err != nil || s != "" || mac == nil {
+		t.Errorf("MAC only: %q %v %v", s, mac, err)
+	}
+	for _, nb := range []Netboot{{Serial: "xyz"}, {MAC: "dc:a6"}} {
+		if _, _, err := nb.Identity(); err == nil {
+			t.Errorf("%+v: no error", nb)
+		}
+	}
+}
