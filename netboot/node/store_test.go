@@ -157,10 +157,11 @@ func TestDiskLifecycle(t *testing.T) {
 	if fi, _ := os.Stat(disk); fi.Size() != size {
 		t.Errorf("reset disk size %d, want %d", fi.Size(), size)
 	}
-	// No temporary files left in the state directory.
+	// No temporary files left in the state directory (.imgbake.lock is the
+	// directory's build lock, which stays).
 	ents, _ := os.ReadDir(filepath.Join(s.StateDir, "k5"))
 	for _, e := range ents {
-		if e.Name() != DiskName && e.Name() != DiskName+".bmap" && e.Name() != DiskName+".manifest.json" {
+		if e.Name() != DiskName && e.Name() != DiskName+".bmap" && e.Name() != DiskName+".manifest.json" && e.Name() != ".imgbake.lock" {
 			t.Errorf("stray file %s in the state directory", e.Name())
 		}
 	}
