@@ -52,7 +52,7 @@ Relative paths given to init (--base) are taken from the current
 directory and written relative to the cluster file's directory.`,
 		Example: `  imgbake init
   imgbake init --server 192.168.1.10 --base 2024-11-19-raspios-bookworm-arm64-lite.img.xz
-  imgbake init --config lab/imgbake.yaml --k3s-version v1.31.4+k3s1`,
+  imgbake init --config lab/imgbake.yaml --k3s-version v1.36.4+k3s1`,
 		Args: exactArgs(0, "no arguments (use --config to choose where)"),
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.runInit(cmd.Context(), g, o) },
 	}

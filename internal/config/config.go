@@ -70,7 +70,7 @@ type Cluster struct {
 
 // K3s pins the k3s release.
 type K3s struct {
-	// Version is a release tag such as v1.31.4+k3s1.
+	// Version is a release tag such as v1.36.4+k3s1.
 	Version string `yaml:"version"`
 	// ReleaseURL is the base URL of the releases (for mirrors).
 	ReleaseURL string `yaml:"release-url"`
@@ -278,9 +278,9 @@ func (c *Cluster) check() {
 	}
 	switch {
 	case c.K3s.Version == "":
-		d.Errorf("k3s.version", "missing: pin a k3s release tag such as v1.31.4+k3s1 (see https://github.com/k3s-io/k3s/releases)")
+		d.Errorf("k3s.version", "missing: pin a k3s release tag such as v1.36.4+k3s1 (see https://github.com/k3s-io/k3s/releases)")
 	case !versionRE.MatchString(c.K3s.Version):
-		d.Errorf("k3s.version", "%q is not a k3s release tag; expected the form v1.31.4+k3s1", c.K3s.Version)
+		d.Errorf("k3s.version", "%q is not a k3s release tag; expected the form v1.36.4+k3s1", c.K3s.Version)
 	}
 	if c.K3s.ReleaseURL != "" {
 		if u, err := url.Parse(c.K3s.ReleaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
