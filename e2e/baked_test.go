@@ -20,7 +20,7 @@ import (
 )
 
 // k3sVersion is the release the cluster file pins.
-const k3sVersion = "v1.31.4+k3s1"
+const k3sVersion = "v1.36.4+k3s1"
 
 // serverAddr is the cluster's server in the baked images; nothing listens
 // there (the stand-in k3s does not connect), it only has to reach the config.
@@ -140,6 +140,12 @@ func (e *env) bake(ctx context.Context, t *testing.T, arch string) (baked, error
 		mirror := ""
 		if arch == "arm64" {
 			args = append(args, "--k3s-binary", k3s)
+			// The arm64 nodes start from a base that boots cgroup v1, as
+			// Buster and HypriotOS do: k3s 1.36 needs cgroup v2, so the
+			// build must switch them to the unified hierarchy.
+			if base, err = cgroupV1Base(ctx, base, filepath.Join(dir, "base-cgroupv1.img")); err != nil {
+				return "", err
+			}
 		} else {
 			srv, err := releaseMirror(arch, k3s)
 			if err != nil {
@@ -269,10 +275,15 @@ func (e *env) testBakedNode(t *testing.T, arch, node string, dirty bool) {
 	v, rec, spec := e.boot(ctx, t, node+"-boot1", arch, disk)
 	checkNode(t, rec, spec, x)
 	checkToken(t, rec, b.token)
-	for _, flag := range []string{"cgroup_memory=1", "cgroup_enable=memory"} {
+	for _, flag := range []string{"cgroup_memory=1", "cgroup_enable=memory", "systemd.unified_cgroup_hierarchy=1"} {
 		if !hasWord(rec["cmdline"], flag) {
 			t.Errorf("running kernel's command line %q lacks %s", rec["cmdline"], flag)
 		}
+	}
+	// The base booted cgroup v1; cgroup.controllers at the top of
+	// /sys/fs/cgroup exists only when cgroup2 is mounted there.
+	if hasWord(rec["cmdline"], "systemd.unified_cgroup_hierarchy=0") || rec["cgroup_controllers"] == "" {
+		t.Errorf("cgroup2 is not mounted at /sys/fs/cgroup (controllers %q, cmdline %q)", rec["cgroup_controllers"], rec["cmdline"])
 	}
 	checkFirstboot(t, rec, true)
 	checkLogin(ctx, t, v, rec, b)
@@ -381,4 +392,26 @@ func checkLogin(ctx context.Context, t *testing.T, v *vm, rec map[string]string,
 	if len(tz) != 3 || tz[0] != "/usr/share/zoneinfo/"+e2eTimezone || tz[1] != e2eTimezone || (tz[2] != "CET" && tz[2] != "CEST") {
 		t.Errorf("timezone: %q, want /etc/localtime -> /usr/share/zoneinfo/%s, /etc/timezone %s, zone CET or CEST", rec["timezone"], e2eTimezone, e2eTimezone)
 	}
+}
+
+// cgroupV1Base copies base (a mkbase.sh image: its FAT partition starts at
+// 4 MiB) to out with systemd.unified_cgroup_hierarchy=0 on its command line.
+func cgroupV1Base(ctx context.Context, base, out string) (string, error) {
+	if b, err := exec.CommandContext(ctx, "cp", "--sparse=always", "--reflink=auto", base, out).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("copying the base: %w\n%s", err, b)
+	}
+	img := out + "@@4194304"
+	cmdline, err := exec.CommandContext(ctx, "mtype", "-i", img, "::cmdline.txt").Output()
+	if err != nil {
+		return "", fmt.Errorf("reading cmdline.txt: %w", err)
+	}
+	f := filepath.Join(filepath.Dir(out), "cmdline-v1.txt")
+	line := strings.TrimSpace(string(cmdline)) + " systemd.unified_cgroup_hierarchy=0\n"
+	if err := os.WriteFile(f, []byte(line), 0o644); err != nil {
+		return "", err
+	}
+	if b, err := exec.CommandContext(ctx, "mcopy", "-o", "-i", img, f, "::cmdline.txt").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("writing cmdline.txt: %w\n%s", err, b)
+	}
+	return out, nil
 }
