@@ -135,6 +135,9 @@ func (a *App) printCheck(c *config.Cluster, o *buildOptions, jobs []job, basePat
 	tw.Flush()
 	b := info.OS
 	fmt.Fprintf(a.Stdout, "base: %s (%s %s %s, %s, network %s, first boot %s)\n", basePath, b.Family, b.Release, b.Version, b.Arch, b.Network, b.FirstBoot)
+	if b.CgroupV1 && k3s.NeedsCgroupV2(c.K3s.Version) {
+		fmt.Fprintf(a.Stdout, "cgroup: the base boots cgroup v1 (systemd %d) and k3s %s needs cgroup v2: the nodes get systemd.unified_cgroup_hierarchy=1\n", b.Systemd, c.K3s.Version)
+	}
 	fmt.Fprintf(a.Stdout, "ok: %d node(s) would be built into %s; nothing was written\n", len(jobs), firstNonEmpty(o.out, c.Path(c.OutputDir)))
 	return nil
 }
