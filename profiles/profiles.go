@@ -162,6 +162,25 @@ func Load(name, dir string) (*Profile, error) {
 	return parse(name, "built-in profile "+name, "", data)
 }
 
+// ForNodes returns the profile of each node (its Profile, as
+// config.Cluster.Select sets it), loading each profile once from dir.
+func ForNodes(nodes []config.Node, dir string) ([]*Profile, error) {
+	loaded := map[string]*Profile{}
+	ps := make([]*Profile, len(nodes))
+	for i, n := range nodes {
+		p, ok := loaded[n.Profile]
+		if !ok {
+			var err error
+			if p, err = Load(n.Profile, dir); err != nil {
+				return nil, err
+			}
+			loaded[n.Profile] = p
+		}
+		ps[i] = p
+	}
+	return ps, nil
+}
+
 func orDot(dir string) string {
 	if dir == "" {
 		return config.DefaultProfilesDir

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/config"
 )
 
 func TestBuiltin(t *testing.T) {
@@ -110,5 +112,26 @@ func TestAgentRefusesServerKeys(t *testing.T) {
 	_, err := Load("edge", dir)
 	if err == nil || !strings.Contains(err.Error(), "edge.yaml:3: k3s.disable: disable is a k3s server setting") || !strings.Contains(err.Error(), "k3s.etcd-snapshot-retention") || strings.Contains(err.Error(), "kubelet-arg") {
 		t.Errorf("agent with server keys: %v", err)
+	}
+}
+
+// TestForNodes: each node gets its own profile, one load per profile name;
+// a missing profile is the error of Load.
+func TestForNodes(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte("role: agent\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nodes := []config.Node{{Name: "k1", Profile: "server"}, {Name: "k2", Profile: "edge"}, {Name: "k3", Profile: "edge"}}
+	ps, err := ForNodes(nodes, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 3 || ps[0].Name != "server" || ps[1].Name != "edge" || ps[2] != ps[1] {
+		t.Errorf("ForNodes = %+v", ps)
+	}
+	_, err = ForNodes(append(nodes, config.Node{Name: "k4", Profile: "gpu"}), dir)
+	if err == nil || !strings.Contains(err.Error(), `no profile "gpu"`) || !strings.Contains(err.Error(), filepath.Join(dir, "gpu.yaml")) {
+		t.Errorf("missing profile: %v", err)
 	}
 }

@@ -332,80 +332,21 @@ func (a *App) expandPaths(c *config.Cluster) {
 
 // jobs resolves the nodes to build and their profiles.
 func (a *App) jobs(c *config.Cluster, o *buildOptions, args []string) ([]job, error) {
-	profDir := a.profilesDir(c, o)
-	var nodes []config.Node
-	if o.all {
-		if len(c.Nodes) == 0 {
-			return nil, fmt.Errorf("--all: %s lists no nodes; add them under nodes:, or name a node: imgbake build --profile worker k5", c.File)
-		}
-		for i, n := range c.Nodes {
-			if o.profile != "" && n.Profile != "" && n.Profile != o.profile {
-				continue // --all --profile worker builds the workers
-			}
-			if n.Profile == "" && o.profile == "" {
-				return nil, fmt.Errorf("%s:%d: node %s has no profile: add profile: to it, or pass --profile", c.File, c.Line(fmt.Sprintf("nodes[%d]", i)), n.Name)
-			}
-			nodes = append(nodes, n)
-		}
-		if len(nodes) == 0 {
-			return nil, fmt.Errorf("--all --profile %s: no node in %s has that profile", o.profile, c.File)
-		}
+	nodes, err := c.Select(args, o.all, o.profile)
+	if errors.Is(err, config.ErrArgs) {
+		return nil, usageError{err}
+	} else if err != nil {
+		return nil, err
 	}
-	seen := map[string]bool{}
-	for _, name := range args {
-		if seen[name] {
-			return nil, usagef("node %s named twice", name)
-		}
-		seen[name] = true
-		n, i, listed := c.Node(name)
-		switch {
-		case !listed:
-			if err := config.CheckHostname(name); err != nil {
-				return nil, usagef("node name: %v", err)
-			}
-			if o.profile == "" {
-				return nil, usagef("node %s is not in %s: give its profile (imgbake build --profile worker %s) or add it under nodes:", name, c.File, name)
-			}
-			nodes = append(nodes, config.Node{Name: name, Profile: o.profile})
-		case o.profile != "" && n.Profile != "" && n.Profile != o.profile:
-			return nil, fmt.Errorf("node %s is listed in %s:%d with profile %s, not %s: drop --profile, or change its profile in the cluster file", name, c.File, c.Line(fmt.Sprintf("nodes[%d].profile", i)), n.Profile, o.profile)
-		case n.Profile == "" && o.profile == "":
-			return nil, usagef("node %s has no profile in %s: add profile: to it, or pass --profile", name, c.File)
-		default:
-			nodes = append(nodes, *n)
-		}
+	ps, err := profiles.ForNodes(nodes, c.ProfilesDirFor(o.profilesDir))
+	if err != nil {
+		return nil, err
 	}
-	loaded := map[string]*profiles.Profile{}
-	jobs := make([]job, 0, len(nodes))
-	for _, n := range nodes {
-		pname := firstNonEmpty(n.Profile, o.profile)
-		p, ok := loaded[pname]
-		if !ok {
-			var err error
-			if p, err = profiles.Load(pname, profDir); err != nil {
-				return nil, err
-			}
-			loaded[pname] = p
-		}
-		n.Profile = pname
-		jobs = append(jobs, job{node: n, profile: p})
+	jobs := make([]job, len(nodes))
+	for i, n := range nodes {
+		jobs[i] = job{node: n, profile: ps[i]}
 	}
 	return jobs, nil
-}
-
-// profilesDir is --profiles-dir, else profiles-dir: of the cluster file,
-// else ./profiles next to it when that exists, else "" (built-ins only).
-func (a *App) profilesDir(c *config.Cluster, o *buildOptions) string {
-	if o.profilesDir != "" {
-		return o.profilesDir
-	}
-	if d := c.Path(c.ProfilesDir); d != "" {
-		return d
-	}
-	if d := c.Path(config.DefaultProfilesDir); fileExists(d) {
-		return d
-	}
-	return ""
 }
 
 func (a *App) cacheDir(c *config.Cluster, o *buildOptions) (string, error) {

@@ -20,7 +20,7 @@ import (
 // baked: the server node's address against server: (with every listed
 // node's profile), and warns once when the pinned k3s is out of support.
 func (a *App) checkCluster(c *config.Cluster, o *buildOptions, jobs []job) error {
-	dir := a.profilesDir(c, o)
+	dir := c.ProfilesDirFor(o.profilesDir)
 	loaded := map[string]*profiles.Profile{}
 	starts := func(n config.Node) bool {
 		name := n.Profile
