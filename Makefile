@@ -24,12 +24,15 @@ build: generate
 install: generate
 	CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/imgbake
 
-# The cheap checks, in seconds to a few minutes: formatting, go.mod, vet,
-# staticcheck.
+# The cheap checks, in seconds to a few minutes: formatting, go.mod, vet
+# (also for macOS, test files included: Linux-only code and tests live in
+# _linux.go files), staticcheck.
 check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt -l: these files need gofmt -w:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) vet ./...
+	GOOS=darwin GOARCH=arm64 $(GO) vet ./...
+	GOOS=darwin GOARCH=amd64 $(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
 # The whole suite, cheapest first: the checks, the cross builds, the unit and

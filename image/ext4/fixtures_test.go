@@ -2,6 +2,7 @@ package ext4_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -375,10 +376,13 @@ func fxStage(stage, xdir string, e *fxEntry, asRoot bool) ([]string, error) {
 	}
 	for _, name := range slices.Sorted(maps.Keys(e.Xattrs)) {
 		if asRoot {
-			if err := syscall.Setxattr(p, name, e.Xattrs[name], 0); err != nil {
+			err := setxattr(p, name, e.Xattrs[name])
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, errors.ErrUnsupported) {
 				return nil, fmt.Errorf("setting xattr %s: %w", name, err)
 			}
-			continue
 		}
 		vf := filepath.Join(xdir, strings.ReplaceAll(e.Path, "/", "_")+"."+name)
 		if err := os.WriteFile(vf, e.Xattrs[name], 0o644); err != nil {
