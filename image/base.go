@@ -33,6 +33,10 @@ type PrepareOptions struct {
 	SHA256 string
 }
 
+// ErrSHA256Mismatch is in PrepareBase's error when the input's sha256 is
+// not PrepareOptions.SHA256.
+var ErrSHA256Mismatch = errors.New("the download is corrupt or not the file you meant")
+
 // Base is a raw (decompressed) base image ready to be copied.
 type Base struct {
 	// Path is the raw image: the input itself for a raw .img, else the
@@ -198,13 +202,13 @@ func (b *Base) checkAllocation(ctx context.Context, cacheDir string, o PrepareOp
 func verifyInput(input, sum string, format compression.Format, head []byte, o PrepareOptions) error {
 	if o.SHA256 != "" {
 		if !strings.EqualFold(strings.TrimSpace(o.SHA256), sum) {
-			return fmt.Errorf("base image %s has sha256 %s, not the expected %s: the download is corrupt or not the file you meant; download it again",
-				input, sum, o.SHA256)
+			return fmt.Errorf("base image %s has sha256 %s, not the expected %s: %w; download it again",
+				input, sum, o.SHA256, ErrSHA256Mismatch)
 		}
 		return nil
 	}
 	if format != compression.Raw && !compression.Checked(format, head) {
-		o.Log.Warn("the base image cannot be verified: it was compressed without a checksum (zstd --no-check or xz -C none), so a corrupt download would go unnoticed; compare its sha256 with the one its publisher lists and pass it as --base-sha256",
+		o.Log.Warn("the base image cannot be verified: it was compressed without a checksum (zstd --no-check or xz -C none), so a corrupt download would go unnoticed; compare its sha256 with the one its publisher lists and give it as base-sha256: in the cluster file (or --base-sha256)",
 			"input", input, "sha256", sum)
 	}
 	return nil

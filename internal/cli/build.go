@@ -67,7 +67,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
 	f.BoolVar(&o.all, "all", false, "build every node in the cluster file")
 	f.StringVar(&o.base, "base", "", "base image (default: base: in the cluster file)")
-	f.StringVar(&o.baseSHA256, "base-sha256", "", "refuse the base image unless its file has this sha256 (as its publisher lists it)")
+	f.StringVar(&o.baseSHA256, "base-sha256", "", "refuse the base image unless its file has this sha256 (as its publisher lists it; default: base-sha256: in the cluster file)")
 	f.StringVarP(&o.out, "out", "o", "", "output directory (default: output-dir: in the cluster file, or out)")
 	f.StringVar(&o.k3sBinary, "k3s-binary", "", "use this k3s binary instead of downloading the release (k3s-arm64 or k3s-armhf)")
 	f.StringVar(&o.airgap, "airgap-images", "", "preload this k3s airgap images tarball (k3s-airgap-images-<arch>.tar.zst)")
@@ -99,6 +99,9 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	size, err := parseSize(o.size)
 	if err != nil {
 		return usageError{fmt.Errorf("--size: %w", err)}
+	}
+	if o.baseSHA256 != "" && !config.IsSHA256(o.baseSHA256) {
+		return usagef("--base-sha256 %q is not a sha256: give the 64 hex digits the base's publisher lists", o.baseSHA256)
 	}
 	if o.compress != "" && o.compress != "xz" && o.compress != "zst" {
 		return usagef("--compress %q: use xz or zst", o.compress)
@@ -143,9 +146,11 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		}
 	}
 
-	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log, SHA256: o.baseSHA256})
+	base, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Progress: a.Stderr, Log: log, SHA256: firstNonEmpty(o.baseSHA256, c.BaseSHA256)})
 	if interrupted(ctx, err) {
 		return errors.New("interrupted while preparing the base image; no image was written")
+	} else if errors.Is(err, image.ErrSHA256Mismatch) && o.baseSHA256 == "" {
+		return fmt.Errorf("%s:%d: base-sha256: %w; or, if you changed the base on purpose, set base-sha256: to the new file's sha256 as its publisher lists it", c.File, c.Line("base-sha256"), err)
 	} else if err != nil {
 		return fmt.Errorf("preparing base image %s: %w", basePath, err)
 	}

@@ -101,6 +101,7 @@ nothing (a compressed base is decompressed into the cache, as build does).`,
 	f := cmd.Flags()
 	f.StringVarP(&o.profile, "profile", "p", "", "profile of the node(s): server, worker or one in the profiles directory")
 	f.StringVar(&o.base, "base", "", "base image (default: base: in the cluster file)")
+	f.StringVar(&o.baseSHA256, "base-sha256", "", "refuse the base image unless its file has this sha256 (default: base-sha256: in the cluster file)")
 	f.StringVar(&o.size, "size", "", "the --size build would be given")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")

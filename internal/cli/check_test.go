@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/imgbake/imgbake/image/manifest"
 	"github.com/imgbake/imgbake/internal/fixture"
 )
 
@@ -56,5 +61,63 @@ func TestCheck(t *testing.T) {
 	code, _, e = run(t, env, "check", "-c", cfg, "--size", "1M", "k5")
 	if code != 2 || !strings.Contains(e, "smaller than the base image") {
 		t.Errorf("check --size 1M: %d %s", code, e)
+	}
+}
+
+// TestBaseSHA256 pins the base with base-sha256: in the cluster file:
+// check, build and netboot's on-demand build refuse any other file, naming
+// the line and what to do; --base-sha256 wins over it.
+func TestBaseSHA256(t *testing.T) {
+	fixture.RequireTools(t)
+	base := fixture.Cached(t, fixture.RaspiOSBookwormArm64)
+	sum, err := manifest.FileSHA256(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := strings.Repeat("0", 64)
+	dir, cfg, _ := clusterDir(t, base, "http://127.0.0.1:9") // nothing is downloaded before the base is checked
+	env := map[string]string{"HOME": dir}
+	data, _ := os.ReadFile(cfg)
+	pin := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, bytes.Replace(data, []byte("cache-dir: cache\n"), []byte("cache-dir: cache\nbase-sha256: "+s+"\n"), 1), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := func(what string, code int, e string) {
+		t.Helper()
+		for _, want := range []string{cfg + ":7: base-sha256: base image " + base + " has sha256 " + sum + ", not the expected " + wrong, "set base-sha256: to"} {
+			if code != 1 || !strings.Contains(e, want) {
+				t.Errorf("%s with a wrong base-sha256: exit %d, stderr lacks %q:\n%s", what, code, want, e)
+			}
+		}
+	}
+
+	pin(wrong)
+	code, _, e := run(t, env, "check", "-c", cfg, "k1")
+	refused("check", code, e)
+	code, _, e = run(t, env, "build", "-c", cfg, "k1")
+	refused("build", code, e)
+	// netboot builds an enrolled node's image when it first boots.
+	app := &App{Stdout: io.Discard, Stderr: io.Discard, Env: func(k string) string { return env[k] }}
+	err = app.netbootPrepare(&globals{config: cfg}, filepath.Join(dir, "images"))(context.Background(), "k5")
+	refused("netboot", 1, fmt.Sprint(err))
+	if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+		t.Error("a refused base left an output directory")
+	}
+	// The flag wins over the file, both ways.
+	if code, _, e := run(t, env, "check", "-c", cfg, "--base-sha256", sum, "k1"); code != 0 {
+		t.Errorf("check --base-sha256 (right) over a wrong base-sha256: exit %d %s", code, e)
+	}
+	pin(strings.ToUpper(sum))
+	if code, _, e := run(t, env, "check", "-c", cfg, "k1"); code != 0 {
+		t.Errorf("check with the right base-sha256: exit %d %s", code, e)
+	}
+	code, _, e = run(t, env, "check", "-c", cfg, "--base-sha256", wrong, "k1")
+	if code != 1 || !strings.Contains(e, "not the expected "+wrong) || strings.Contains(e, "set base-sha256:") {
+		t.Errorf("check --base-sha256 (wrong) over a right base-sha256: exit %d %s", code, e)
+	}
+	if code, _, e := run(t, env, "check", "-c", cfg, "--base-sha256", "abc", "k1"); code != 2 || !strings.Contains(e, "--base-sha256 \"abc\" is not a sha256") {
+		t.Errorf("check --base-sha256 abc: exit %d %s", code, e)
 	}
 }

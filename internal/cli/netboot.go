@@ -235,10 +235,8 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	var enroller atomic.Pointer[enroll.Enroller]
 	enroller.Store(a.enroller(c, store, log))
 	s := &serve.Server{Nodes: nodes, Disks: store, Addr: addr, NBDPort: uint16(o.nbdPort), Init: initFor, Log: log,
-		Enroll: serve.EnrollWith(enroller.Load),
-		Prepare: func(ctx context.Context, name string) error {
-			return a.runBuild(ctx, g, &buildOptions{out: store.ImageDir}, []string{name})
-		}}
+		Enroll:  serve.EnrollWith(enroller.Load),
+		Prepare: a.netbootPrepare(g, store.ImageDir)}
 	go a.watchCluster(ctx, g, o, s, &enroller, log)
 	err = s.Serve(ctx, l)
 	l = serve.Listeners{} // Serve closed them
@@ -247,6 +245,15 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	}
 	log.Info("netboot: stopped; running nodes wait for the server to come back")
 	return nil
+}
+
+// netbootPrepare returns how netboot builds a node's image into imageDir
+// when the node first boots: as build does, from the cluster file (its
+// base: and base-sha256:).
+func (a *App) netbootPrepare(g *globals, imageDir string) func(ctx context.Context, name string) error {
+	return func(ctx context.Context, name string) error {
+		return a.runBuild(ctx, g, &buildOptions{out: imageDir}, []string{name})
+	}
 }
 
 // netbootInit returns where the netboot /init programs come from: the

@@ -37,7 +37,11 @@ type Cluster struct {
 	Server string `yaml:"server"`
 	K3s    K3s    `yaml:"k3s"`
 	// Base is the base image (.img, .img.xz, .zip, ...).
-	Base        string `yaml:"base"`
+	Base string `yaml:"base"`
+	// BaseSHA256 is the sha256 of the base's file as its publisher lists
+	// it: any other file is refused (as with build --base-sha256, which
+	// wins over it).
+	BaseSHA256  string `yaml:"base-sha256"`
 	OutputDir   string `yaml:"output-dir"`
 	CacheDir    string `yaml:"cache-dir"`
 	ProfilesDir string `yaml:"profiles-dir"`
@@ -197,6 +201,7 @@ func IsARMv6(model string) bool {
 var (
 	versionRE = regexp.MustCompile(`^v[0-9]+\.[0-9]+\.[0-9]+(-rc[0-9]+)?\+k3s[0-9]+$`)
 	serialRE  = regexp.MustCompile(`^[0-9a-f]{8}$`)
+	sha256RE  = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	profileRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$`)
 	userRE    = regexp.MustCompile(`^[a-z_][a-z0-9_-]{0,31}$`)
 )
@@ -269,6 +274,11 @@ func (c *Cluster) Node(name string) (*Node, int, bool) {
 	return nil, -1, false
 }
 
+// IsSHA256 reports whether s is a hex sha256 (64 digits, either case).
+func IsSHA256(s string) bool {
+	return sha256RE.MatchString(strings.ToLower(s))
+}
+
 func (c *Cluster) check() {
 	d := c.doc
 	if c.Server == "" {
@@ -285,6 +295,15 @@ func (c *Cluster) check() {
 	if c.K3s.ReleaseURL != "" {
 		if u, err := url.Parse(c.K3s.ReleaseURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			d.Errorf("k3s.release-url", "%q must be an http(s) URL such as %s", c.K3s.ReleaseURL, DefaultReleaseURL)
+		}
+	}
+	if c.BaseSHA256 != "" {
+		c.BaseSHA256 = strings.ToLower(c.BaseSHA256)
+		switch {
+		case !IsSHA256(c.BaseSHA256):
+			d.Errorf("base-sha256", "%q is not a sha256: expected the 64 hex digits the base's publisher lists (sha256sum prints them)", c.BaseSHA256)
+		case c.Base == "":
+			d.Errorf("base-sha256", "it checks base:, which is not set: add base: (the image file it is the sha256 of)")
 		}
 	}
 	checkSSH(d, "ssh", c.SSH)

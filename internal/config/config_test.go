@@ -226,3 +226,27 @@ func TestNetbootIdentityTyped(t *testing.T) {
 		}
 	}
 }
+
+// TestBaseSHA256 reads base-sha256: (the sha256 of base: as its publisher
+// lists it) and refuses a value that is not one, naming the line.
+func TestBaseSHA256(t *testing.T) {
+	const sum = "9E8F0F8C1C8A4D2D4B7A1F1E3E8E2D0C6B5A4938271605F4E3D2C1B0A9876543"
+	src := "server: k1\nk3s: {version: v1.36.4+k3s1}\nbase: raspios.img.xz\nbase-sha256: " + sum + "\n"
+	c, err := Load(writeFile(t, "imgbake.yaml", src, 0o644))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.BaseSHA256 != strings.ToLower(sum) {
+		t.Errorf("BaseSHA256 = %q", c.BaseSHA256)
+	}
+	for bad, want := range map[string]string{
+		"base: a.img\nbase-sha256: 9e8f0f8c\n":           "imgbake.yaml:4: base-sha256: \"9e8f0f8c\" is not a sha256: expected the 64 hex digits the base's publisher lists",
+		"base-sha256: " + sum + "\n":                     "imgbake.yaml:3: base-sha256: it checks base:, which is not set: add base: (the image file it is the sha256 of)",
+		"base: a.img\nbase-sha256: sha256:" + sum + "\n": "not a sha256",
+	} {
+		_, err := Load(writeFile(t, "imgbake.yaml", "server: k1\nk3s: {version: v1.36.4+k3s1}\n"+bad, 0o644))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: got %v, want %q", bad, err, want)
+		}
+	}
+}

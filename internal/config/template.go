@@ -51,6 +51,9 @@ k3s:
 # The Raspberry Pi OS / Armbian / HypriotOS image to start from
 # (.img, .img.xz, .img.gz, .img.zst or .zip; never modified).
 base: %s
+# The sha256 its publisher lists for that file (the .sha256 beside the
+# download): any other file is refused as a corrupt download.
+# base-sha256: 0123...cdef
 
 # output-dir: out                  # images are written here (<node>.img)
 # cache-dir: ~/.cache/imgbake      # downloads and decompressed bases
