@@ -193,6 +193,19 @@ func loadBmap(path string) (*bmap.Map, error) {
 	return m, nil
 }
 
+// checkSet refuses, before anything is written or verified, an image or
+// .bmap that the manifest beside the image does not describe: the manifest
+// commits a build's files as a set, and a build killed while it switched
+// them leaves files of two builds.
+func checkSet(files imageFiles) error {
+	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" {
+		if man, err := manifest.Load(mf); err == nil {
+			return man.CheckSet(files.image, files.bmap)
+		}
+	}
+	return nil
+}
+
 // flashInput is an image opened for flashing with its block map.
 type flashInput struct {
 	files imageFiles
@@ -219,14 +232,8 @@ func (a *App) openFlashInput(g *globals, o *flashOptions, imageArg string) (*fla
 			return nil, err
 		}
 	}
-	// The manifest commits a build's files as a set: refuse, before
-	// writing anything, an image or .bmap it does not describe.
-	if mf := flash.SidecarFor(files.image, ".manifest.json"); mf != "" {
-		if man, err := manifest.Load(mf); err == nil {
-			if err := man.CheckSet(files.image, files.bmap); err != nil {
-				return nil, err
-			}
-		}
+	if err := checkSet(files); err != nil {
+		return nil, err
 	}
 	src, err := flash.OpenSource(files.image)
 	if err != nil {

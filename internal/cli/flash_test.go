@@ -279,17 +279,7 @@ func TestVerifyManifest(t *testing.T) {
 // is written, with what to do.
 func TestFlashRefusesMixedSet(t *testing.T) {
 	dir := t.TempDir()
-	image, m := flashImage(t, dir, "k5")
-	sum := func(p string) string { s := sha256.Sum256(mustReadFile(t, p)); return hex.EncodeToString(s[:]) }
-	mf := &manifest.Manifest{FormatVersion: manifest.FormatVersion,
-		Image: manifest.Image{Name: "k5.img", Size: m.ImageSize, Bmap: "k5.img.bmap", BmapSHA256: sum(image + ".bmap")}}
-	for _, r := range m.Ranges {
-		br := m.ByteRange(r)
-		mf.Ranges = append(mf.Ranges, manifest.Range{Offset: br.Offset, Length: br.Length, SHA256: r.SHA256})
-		mf.Image.Changed = append(mf.Image.Changed, br.Offset)
-	}
-	data, _ := mf.Marshal()
-	os.WriteFile(image+".manifest.json", data, 0o644)
+	image := setImage(t, dir)
 	good := mustReadFile(t, image)
 	goodBmap := mustReadFile(t, image+".bmap")
 	other, _ := flashImage(t, t.TempDir(), "k5")
@@ -312,6 +302,57 @@ func TestFlashRefusesMixedSet(t *testing.T) {
 			}
 			if _, err := os.Stat(target); err == nil {
 				t.Fatal("the target was written")
+			}
+		})
+	}
+}
+
+// setImage writes out/k5.img, its .bmap and a manifest that commits them
+// as a set (as image.Build does), and returns the image's path.
+func setImage(t *testing.T, dir string) string {
+	t.Helper()
+	image, m := flashImage(t, dir, "k5")
+	sum := func(p string) string { s := sha256.Sum256(mustReadFile(t, p)); return hex.EncodeToString(s[:]) }
+	mf := &manifest.Manifest{FormatVersion: manifest.FormatVersion,
+		Image: manifest.Image{Name: "k5.img", Size: m.ImageSize, Bmap: "k5.img.bmap", BmapSHA256: sum(image + ".bmap")}}
+	for _, r := range m.Ranges {
+		br := m.ByteRange(r)
+		mf.Ranges = append(mf.Ranges, manifest.Range{Offset: br.Offset, Length: br.Length, SHA256: r.SHA256})
+		mf.Image.Changed = append(mf.Image.Changed, br.Offset)
+	}
+	data, _ := mf.Marshal()
+	os.WriteFile(image+".manifest.json", data, 0o644)
+	return image
+}
+
+// TestVerifyRefusesMixedSet: verify runs flash's set check, so that an
+// image or .bmap of another build beside the manifest is reported (with
+// what to do) before anyone flashes it, even when the card still matches
+// the manifest.
+func TestVerifyRefusesMixedSet(t *testing.T) {
+	dir := t.TempDir()
+	image := setImage(t, dir)
+	good := mustReadFile(t, image)
+	goodBmap := mustReadFile(t, image+".bmap")
+	card := filepath.Join(dir, "card.img")
+	os.WriteFile(card, good, 0o644) // flashed from the consistent set
+	other, _ := flashImage(t, t.TempDir(), "k5")
+	for name, swap := range map[string]func(){
+		"image of another build": func() { os.WriteFile(image, mustReadFile(t, other), 0o600) },
+		"bmap of another build":  func() { os.WriteFile(image+".bmap", mustReadFile(t, other+".bmap"), 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			os.WriteFile(image, good, 0o600)
+			os.WriteFile(image+".bmap", goodBmap, 0o644)
+			if code, out, errOut := runWith(t, "", "verify", image, card); code != 0 || !strings.Contains(out, "OK:") {
+				t.Fatalf("verify of the consistent set: exit %d %s %s", code, out, errOut)
+			}
+			swap()
+			for _, args := range [][]string{{"verify", image, card}, {"verify", "--bmap", image + ".bmap", image, card}} {
+				code, out, errOut := runWith(t, "", args...)
+				if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") || strings.Contains(out, "OK") {
+					t.Errorf("%v of a mixed set: exit %d %q %q", args, code, out, errOut)
+				}
 			}
 		})
 	}

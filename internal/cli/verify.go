@@ -21,7 +21,10 @@ func (a *App) verifyCommand(g *globals) *cobra.Command {
 a disk or an image file and compares their sha256 checksums with those in
 the image's manifest (k5.img.manifest.json, written by imgbake build) or,
 without one, its .bmap. It only reads. On a mismatch it exits non-zero and
-reports the first bad byte offset (exact when the image file is at hand).`,
+reports the first bad byte offset (exact when the image file is at hand).
+Like flash, it first checks that the image and .bmap are the ones the
+manifest describes, and refuses files of two builds (a build interrupted
+while it replaced them): build the node again.`,
 		Example: `  imgbake verify k5 /dev/sdb
   imgbake verify out/k5.img.xz /dev/mmcblk0
   imgbake verify k5 backup/k5-copy.img`,
@@ -42,6 +45,9 @@ func (a *App) runVerify(ctx context.Context, g *globals, imageArg, targetPath, b
 	}
 	if bmapPath != "" {
 		files.bmap = bmapPath
+	}
+	if err := checkSet(files); err != nil {
+		return err
 	}
 	ref, err := loadChecks(files, bmapPath != "")
 	if err != nil {
