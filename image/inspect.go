@@ -335,6 +335,11 @@ func detectNetwork(root *ext4.FS, o *plan.OS) string {
 	if exists(root, "/etc/dhcpcd.conf") {
 		return "dhcpcd"
 	}
+	// A Debian-style base whose systemd-networkd is enabled (a minimal
+	// image, a hand-made one).
+	if _, err := root.Lstat("/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"); err == nil {
+		return "systemd-networkd"
+	}
 	return "ifupdown"
 }
 

@@ -139,3 +139,32 @@ func debugfsR(t *testing.T, img string, p Partition, cmd string) string {
 	t.Helper()
 	return fixture.Run(t, "debugfs", "-R", cmd, partDev(img, p))
 }
+
+// TestInspectNetworkd: a Bookworm base without NetworkManager and dhcpcd
+// whose systemd-networkd is enabled configures its network with networkd,
+// not ifupdown (which such a base does not have).
+func TestInspectNetworkd(t *testing.T) {
+	fixture.RequireTools(t, "debugfs")
+	img := fixture.Build(t, fixture.RaspiOSBookwormArm64)
+	info, err := Inspect(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := info.Partition(info.RootPartition)
+	network := func() string {
+		info, err := Inspect(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.OS.Network
+	}
+	debugfsW(t, img, root, "unlink /etc/NetworkManager")
+	if got := network(); got != "ifupdown" {
+		t.Fatalf("without NetworkManager: %s, want ifupdown", got)
+	}
+	debugfsW(t, img, root, "mkdir /etc/systemd/system/multi-user.target.wants")
+	debugfsW(t, img, root, "symlink /etc/systemd/system/multi-user.target.wants/systemd-networkd.service /lib/systemd/system/systemd-networkd.service")
+	if got := network(); got != "systemd-networkd" {
+		t.Errorf("with systemd-networkd enabled: %s", got)
+	}
+}
