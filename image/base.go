@@ -42,6 +42,8 @@ type Base struct {
 	// Path is the raw image: the input itself for a raw .img, else the
 	// decompressed copy in the cache. It is never modified.
 	Path string `json:"path"`
+	// Input is the file PrepareBase was given (compressed or not).
+	Input string `json:"input"`
 	// InputSHA256 is the hex sha256 of the input file as given (compressed
 	// or not).
 	InputSHA256 string `json:"input_sha256"`
@@ -125,7 +127,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		if err != nil {
 			return nil, err
 		}
-		return &Base{Path: abs, InputSHA256: sum, Size: fi.Size(), Format: format}, nil
+		return &Base{Path: abs, Input: input, InputSHA256: sum, Size: fi.Size(), Format: format}, nil
 	}
 	if cacheDir == "" {
 		return nil, errors.New("decompressing base image: no cache directory given")
@@ -133,7 +135,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	cached := filepath.Join(cacheDir, sum+".img")
 	if ci, err := os.Stat(cached); err == nil {
 		log.Info("using cached base image", "input", input, "cache", cached)
-		return &Base{Path: cached, InputSHA256: sum, Size: ci.Size(), Format: format}, nil
+		return &Base{Path: cached, Input: input, InputSHA256: sum, Size: ci.Size(), Format: format}, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating cache directory: %w", err)
@@ -149,7 +151,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, fmt.Errorf("decompressing %s: %w", input, err)
 	}
 	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
-	return &Base{Path: cached, InputSHA256: sum, Size: size, Format: format}, nil
+	return &Base{Path: cached, Input: input, InputSHA256: sum, Size: size, Format: format}, nil
 }
 
 // checkAllocation makes sure, once per base (a stamp in cacheDir records
