@@ -53,6 +53,9 @@ type Input struct {
 	K3sBinary string
 	// AirgapImages is an optional images tarball to preload.
 	AirgapImages string
+	// Server, for a node with netboot-server:, is what the node needs to
+	// run the cluster's network boot server (netboot.go); nil otherwise.
+	Server *NetbootServer
 }
 
 // Check returns an error for a node that cannot run k3s, and warnings worth
@@ -105,6 +108,9 @@ func Plan(in Input) (*plan.Plan, error) {
 	b.cloudInit()
 	b.ssh()
 	if err := b.firstBootSettings(); err != nil {
+		return nil, err
+	}
+	if err := b.netbootServer(); err != nil {
 		return nil, err
 	}
 	if err := b.extraFiles(); err != nil {

@@ -54,6 +54,9 @@ type Profile struct {
 	// K3s holds config.yaml keys passed through as they are.
 	K3s   map[string]any `yaml:"k3s"`
 	Files []File         `yaml:"files"`
+	// NetbootServer makes the profile's nodes the cluster's network boot
+	// server (config.NetbootServer); a node's own netboot-server: wins.
+	NetbootServer *config.NetbootServer `yaml:"netboot-server"`
 
 	// Origin is "built-in" or the file the profile was read from.
 	Origin string `yaml:"-"`
@@ -250,6 +253,7 @@ func (p *Profile) check(d *config.Doc, dir string) {
 		d.Errorf("role", "control-plane-taint and join apply only to role: server")
 	}
 	config.CheckLabels(d, "labels", p.Labels)
+	config.CheckNetbootServer(d, "netboot-server", p.NetbootServer)
 	for i, t := range p.Taints {
 		if _, err := config.ParseTaint(t); err != nil {
 			d.Errorf(fmt.Sprintf("taints[%d]", i), "%v", err)

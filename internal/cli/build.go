@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/imgbake/imgbake/firstboot"
 	"github.com/imgbake/imgbake/image"
@@ -29,6 +28,8 @@ type buildOptions struct {
 	dryRun     bool
 	sha256     bool
 	baseSHA256 string
+	// imgbakeBinary is imgbake for a netboot server node's architecture.
+	imgbakeBinary string
 }
 
 func (a *App) buildCommand(g *globals) *cobra.Command {
@@ -74,6 +75,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.size, "size", "", "grow the image to at least this size (e.g. 4G, 8GiB); default: as needed")
 	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
 	cmd.RegisterFlagCompletionFunc("compress", cobra.FixedCompletions([]string{"xz", "zst"}, cobra.ShellCompDirectiveNoFileComp))
+	f.StringVar(&o.imgbakeBinary, "imgbake-binary", "", "imgbake for a netboot server node's architecture (default: this one, or imgbake-linux-ARCH beside it)")
 	f.BoolVar(&o.sha256, "sha256", false, "also compute the whole raw image's sha256 (slower: reads all its data)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
@@ -96,7 +98,7 @@ type job struct {
 
 func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []string) error {
 	log := a.logger(g)
-	size, err := parseSize(o.size)
+	size, err := config.ParseSize(o.size)
 	if err != nil {
 		return usageError{fmt.Errorf("--size: %w", err)}
 	}
@@ -169,6 +171,13 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 		log.Warn("cannot read the base image's users; SSH keys of a non-root user get uid 1000", "error", err)
 	}
 	if o.dryRun {
+		for _, j := range jobs {
+			if j.profile.NetbootServer.Merge(j.node.NetbootServer) != nil {
+				if _, err := a.imgbakeFor(info.OS.Arch, o.imgbakeBinary); err != nil {
+					return err
+				}
+			}
+		}
 		return a.printCheck(c, o, jobs, basePath, info, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: "k3s", AirgapImages: o.airgap})
 	}
 	bin, err := a.k3sBinary(ctx, c, o, cacheDir, info.OS.Arch, log)
@@ -184,6 +193,13 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	inputs, err := a.nodeInputs(jobs, firstboot.Input{OS: info.OS, Cluster: c, Token: secrets.Token, Secrets: secrets, K3sBinary: bin.Path, AirgapImages: o.airgap})
 	if err != nil {
 		return err
+	}
+	for i, j := range jobs {
+		if inputs[i].Server, err = a.serverFiles(ctx, c, o, j, base, cacheDir, bin); interrupted(ctx, err) {
+			return errors.New("interrupted while compressing the base for the netboot server; no image was written")
+		} else if err != nil {
+			return err
+		}
 	}
 	// The images hold the join token: a new output directory is private.
 	if err := os.MkdirAll(outDir, 0o700); err != nil {
@@ -369,35 +385,6 @@ func (a *App) k3sBinary(ctx context.Context, c *config.Cluster, o *buildOptions,
 	}
 	f := &k3s.Fetcher{BaseURL: c.K3s.ReleaseURL, CacheDir: cacheDir, Progress: a.Stderr, Log: log}
 	return f.Fetch(ctx, c.K3s.Version, arch)
-}
-
-// parseSize reads 4G, 4GiB, 512M, 8000000000 (powers of 1024 for suffixes).
-func parseSize(s string) (int64, error) {
-	if s == "" {
-		return 0, nil
-	}
-	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n <= 0 || n*float64(mult) > 1<<50 {
-		return 0, fmt.Errorf("%q: expected a size such as 4G or 8GiB", s)
-	}
-	return int64(n * float64(mult)), nil
 }
 
 func firstNonEmpty(s ...string) string {

@@ -14,7 +14,9 @@ import (
 	"strconv"
 	"sync/atomic"
 	"syscall"
+	"time"
 
+	"github.com/imgbake/imgbake/image"
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/internal/progress"
 	"github.com/imgbake/imgbake/netboot/dhcp"
@@ -120,7 +122,7 @@ to the disk it has.`,
 
 // netbootSetup is what both commands read from the cluster file.
 func (a *App) netbootSetup(g *globals, o *netbootOptions, log *slog.Logger) (*config.Cluster, []serve.Node, *node.Store, error) {
-	size, err := parseSize(o.diskSize)
+	size, err := config.ParseSize(o.diskSize)
 	if err != nil {
 		return nil, nil, nil, usageError{fmt.Errorf("--disk-size: %w", err)}
 	}
@@ -238,6 +240,9 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 		Enroll:  serve.EnrollWith(enroller.Load),
 		Prepare: a.netbootPrepare(g, store.ImageDir)}
 	go a.watchCluster(ctx, g, o, s, &enroller, log)
+	if c.Enroll != nil {
+		go a.warmBase(ctx, c, log)
+	}
 	err = s.Serve(ctx, l)
 	l = serve.Listeners{} // Serve closed them
 	if err != nil {
@@ -342,4 +347,24 @@ func (a *App) runNetbootReset(ctx context.Context, g *globals, o *netbootOptions
 			store.DiskPath(name), progress.Bytes(fi.Size()), filepath.Base(store.ImagePath(name)))
 	}
 	return nil
+}
+
+// warmBase prepares the cluster's base image (decompressed and checked,
+// into the cache) ahead of the first Pi that enrols: decompressing a
+// Raspberry Pi OS image takes minutes on a Pi, longer than a bootloader
+// waits for its first TFTP answer. A build waits for it (the cache lock).
+func (a *App) warmBase(ctx context.Context, c *config.Cluster, log *slog.Logger) {
+	cacheDir, err := a.cacheDir(c, &buildOptions{})
+	basePath := c.Path(c.Base)
+	if err != nil || basePath == "" {
+		return // the first build explains it
+	}
+	start := time.Now()
+	if _, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Log: log}); err != nil {
+		if ctx.Err() == nil {
+			log.Warn("netboot: preparing the base image for enrolled nodes", "base", basePath, "err", err)
+		}
+		return
+	}
+	log.Info("netboot: base image ready for enrolled nodes", "base", basePath, "took", time.Since(start).Round(100*time.Millisecond))
 }

@@ -5,37 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/imgbake/imgbake/firstboot"
 )
-
-// netbootUnit is the systemd unit that runs `imgbake netboot`, in the
-// manner of the servers it stands beside (dnsmasq.service, k3s.service):
-// after the network is online, restarted always, logging to the journal,
-// and `systemctl reload` re-reads the cluster file (SIGHUP).
-func netbootUnit(execStart string) string {
-	return `[Unit]
-Description=imgbake network boot server (DHCP proxy, TFTP, NBD) for Raspberry Pi nodes
-Documentation=https://github.com/imgbake/imgbake#network-boot-no-sd-card
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=exec
-ExecStart=` + execStart + `
-ExecReload=/bin/kill -HUP $MAINPID
-# Root: ports 67 and 69, DHCP on the interface (CAP_NET_BIND_SERVICE,
-# CAP_NET_ADMIN, CAP_NET_RAW), the secrets file and the nodes' disks.
-User=root
-AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_ADMIN CAP_NET_RAW
-Restart=always
-RestartSec=5s
-LimitNOFILE=65536
-StandardOutput=journal
-StandardError=journal
-
-[Install]
-WantedBy=multi-user.target
-`
-}
 
 // printUnit prints the unit for this command line.
 func (a *App) printUnit(g *globals, o *netbootOptions) error {
@@ -70,6 +42,6 @@ func (a *App) printUnit(g *globals, o *netbootOptions) error {
 			args[i] = `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", "$$", "%", "%%").Replace(s) + `"`
 		}
 	}
-	fmt.Fprint(a.Stdout, netbootUnit(strings.Join(args, " ")))
+	fmt.Fprint(a.Stdout, firstboot.NetbootUnit(strings.Join(args, " ")))
 	return nil
 }

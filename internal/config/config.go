@@ -108,6 +108,9 @@ type Node struct {
 	DNS     []string `yaml:"dns"`
 	SSH     SSH      `yaml:"ssh"`
 	Netboot *Netboot `yaml:"netboot"`
+	// NetbootServer makes the node the cluster's network boot server
+	// (server.go); it overrides the profile's.
+	NetbootServer *NetbootServer `yaml:"netboot-server"`
 	// First-boot settings overriding the cluster's (settings.go).
 	User     *User  `yaml:"user"`
 	WiFi     *WiFi  `yaml:"wifi"`
@@ -345,6 +348,7 @@ func (c *Cluster) checkNode(f string, n Node) {
 		}
 	}
 	CheckLabels(d, f+".labels", n.Labels)
+	CheckNetbootServer(d, f+".netboot-server", n.NetbootServer)
 	for i, t := range n.Taints {
 		if _, err := ParseTaint(t); err != nil {
 			d.Errorf(fmt.Sprintf("%s.taints[%d]", f, i), "%v", err)

@@ -2,6 +2,7 @@
 package version
 
 import (
+	"bytes"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -50,4 +51,16 @@ func String() string {
 		return fmt.Sprintf("%s (%s, %s)", v, rev, runtime.Version())
 	}
 	return fmt.Sprintf("%s (%s)", v, runtime.Version())
+}
+
+// SameBuild reports whether the program whose bytes are data is this
+// imgbake's own build for another platform: a Makefile build stamps the
+// version and the 40-digit commit into the binary (-X), and the other
+// platform's binary of the same `make cross` carries the same strings.
+// known is false for a build without the stamp, which cannot tell.
+func SameBuild(data []byte) (same, known bool) {
+	if len(Commit) < 40 {
+		return false, false
+	}
+	return bytes.Contains(data, []byte(Commit)) && (Version == "" || bytes.Contains(data, []byte(Version))), true
 }
