@@ -109,7 +109,7 @@ func (b *builder) netbootServer() error {
 		return fmt.Errorf("planning the netboot server: imgbake, the base, the secrets and the cluster file are all needed")
 	}
 	set := map[string]string{
-		"base": "base/" + s.BaseName, "cache-dir": "cache", "output-dir": "out",
+		"base": "base/" + s.BaseName, "base-sha256": s.BaseSHA256, "cache-dir": "cache", "output-dir": "out",
 		"secrets-file": netbootSecrets, "profiles-dir": "", "k3s.version": s.K3sVersion,
 	}
 	if len(s.Profiles) > 0 {

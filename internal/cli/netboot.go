@@ -360,7 +360,7 @@ func (a *App) warmBase(ctx context.Context, c *config.Cluster, log *slog.Logger)
 		return // the first build explains it
 	}
 	start := time.Now()
-	if _, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Log: log}); err != nil {
+	if _, err := image.PrepareBase(ctx, basePath, filepath.Join(cacheDir, "base"), image.PrepareOptions{Log: log, SHA256: c.BaseSHA256}); err != nil {
 		if ctx.Err() == nil {
 			log.Warn("netboot: preparing the base image for enrolled nodes", "base", basePath, "err", err)
 		}

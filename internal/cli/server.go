@@ -111,7 +111,7 @@ func (a *App) serverFiles(ctx context.Context, c *config.Cluster, o *buildOption
 	for _, n := range []string{asset, sums} {
 		s.Cache = append(s.Cache, firstboot.CopyFile{Rel: filepath.Join(dir, n), Source: filepath.Join(filepath.Dir(bin.Path), n)})
 	}
-	if pd := a.profilesDir(c, o); pd != "" {
+	if pd := c.ProfilesDirFor(o.profilesDir); pd != "" {
 		err := filepath.WalkDir(pd, func(p string, d fs.DirEntry, err error) error {
 			if err != nil || !d.Type().IsRegular() {
 				return err

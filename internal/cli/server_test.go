@@ -107,7 +107,7 @@ func TestBuildNetbootServer(t *testing.T) {
 		t.Fatalf("the node's cluster file: %v", err)
 	}
 	baseName := filepath.Base(base) + ".zst"
-	if c.Base != "base/"+baseName || c.CacheDir != "cache" || c.SecretsFile != "imgbake.secrets.yaml" || c.ProfilesDir != "profiles" || c.OutputDir != "out" || c.Enroll == nil || c.K3s.Version != testVersion {
+	if c.Base != "base/"+baseName || c.CacheDir != "cache" || c.SecretsFile != "imgbake.secrets.yaml" || c.ProfilesDir != "profiles" || c.OutputDir != "out" || c.Enroll == nil || c.K3s.Version != testVersion || c.BaseSHA256 == "" {
 		t.Errorf("the node's cluster file: base %q cache %q secrets %q profiles %q out %q enroll %v k3s %q", c.Base, c.CacheDir, c.SecretsFile, c.ProfilesDir, c.OutputDir, c.Enroll, c.K3s.Version)
 	}
 	if raw, _ := os.ReadFile(nodeCfg); !bytes.Contains(raw, []byte("# Our lab cluster.")) {
@@ -120,6 +120,9 @@ func TestBuildNetbootServer(t *testing.T) {
 	tool(t, "zstd", "-q", "-d", zst, "-o", raw)
 	if err := exec.Command("cmp", raw, base).Run(); err != nil {
 		t.Errorf("the base on the node does not decompress to the base: %v", err)
+	}
+	if zb, _ := os.ReadFile(zst); sha256Hex(zb) != c.BaseSHA256 {
+		t.Errorf("the node's base-sha256 %s is not its base's", c.BaseSHA256)
 	}
 
 	unit := debugfsCat(t, root, "/etc/systemd/system/imgbake-netboot.service")
