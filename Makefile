@@ -64,17 +64,22 @@ cross: generate
 			-o bin/imgbake-$$os-$$arch ./cmd/imgbake || exit 1; \
 	done
 
-# dist/imgbake-<version>-<os>-<arch>.tar.gz (imgbake, README.md, LICENSE)
-# and dist/SHA256SUMS. Reproducible: the same commit gives the same bytes
-# (-trimpath, no build id, entries sorted, owner 0, mtime of the commit,
-# gzip without a name or time). Needs GNU tar.
+# dist/imgbake-<version>-<os>-<arch>.tar.gz (imgbake, README.md, LICENSE,
+# THIRD_PARTY_LICENSES) and dist/SHA256SUMS. Reproducible: the same commit
+# gives the same bytes (-trimpath, no build id, entries sorted, owner 0,
+# mtime of the commit, gzip without a name or time). Needs GNU tar.
+# THIRD_PARTY_LICENSES holds the licences of the Go modules compiled into
+# that binary and the /init programs it embeds, from the module cache (no
+# network); a module without a licence file stops the release.
+INITS := netboot/initramfs/bin/init-arm64 netboot/initramfs/bin/init-armhf
 release: cross
 	rm -rf dist && mkdir -p dist
 	@set -e; for p in $(PLATFORMS); do \
 		os=$${p%/*}; arch=$${p#*/}; name=imgbake-$(VERSION)-$$os-$$arch; \
 		rm -rf dist/$$name; mkdir -p dist/$$name; \
 		cp bin/imgbake-$$os-$$arch dist/$$name/imgbake; cp README.md LICENSE dist/$$name/; \
-		chmod 0755 dist/$$name dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE; \
+		$(GO) run ./internal/licenses bin/imgbake-$$os-$$arch $(INITS) > dist/$$name/THIRD_PARTY_LICENSES; \
+		chmod 0755 dist/$$name dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE dist/$$name/THIRD_PARTY_LICENSES; \
 		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
 			--format=gnu -C dist -cf - $$name | gzip -n -9 > dist/$$name.tar.gz; \
 		rm -rf dist/$$name; \
