@@ -45,12 +45,7 @@ func compressImage(ctx context.Context, img *os.File, size int64, format string,
 	case "xz":
 		err = compressChunks(ctx, img, size, xzChunk, xzCompress, w, bar)
 	case "zst":
-		var enc *zstd.Encoder
-		enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(true))
-		if err == nil {
-			err = compressChunks(ctx, img, size, zstdChunk, zstdCompressor(enc), w, bar)
-			enc.Close()
-		}
+		err = compressChunks(ctx, img, size, zstdChunk, zstdCompressor(), w, bar)
 	default:
 		err = fmt.Errorf("unknown compression %q", format)
 	}
@@ -152,12 +147,46 @@ func xzCompress(ctx context.Context, p []byte) ([]byte, error) {
 }
 
 // zstdCompressor compresses a chunk into one zstd frame (level 3, with a
-// content checksum). enc is shared by the workers.
-func zstdCompressor(enc *zstd.Encoder) chunkCompressor {
+// content checksum and the chunk's size), cancelStep bytes at a time so
+// that it stops soon after ctx ends, as xzCompress does. Each chunk being
+// compressed takes an encoder of its own (single-threaded: the chunks are
+// compressed in parallel); they are kept for the next chunks.
+func zstdCompressor() chunkCompressor {
+	var (
+		mu   sync.Mutex
+		free []*zstd.Encoder
+	)
 	return func(ctx context.Context, p []byte) ([]byte, error) {
-		if err := ctx.Err(); err != nil {
+		mu.Lock()
+		var enc *zstd.Encoder
+		if n := len(free); n > 0 {
+			enc, free = free[n-1], free[:n-1]
+		}
+		mu.Unlock()
+		if enc == nil {
+			var err error
+			if enc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(true)); err != nil {
+				return nil, err
+			}
+		}
+		out := bytes.NewBuffer(make([]byte, 0, len(p)/4))
+		enc.ResetContentSize(out, int64(len(p)))
+		for len(p) > 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err // enc is dropped mid-frame
+			}
+			k := min(len(p), cancelStep)
+			if _, err := enc.Write(p[:k]); err != nil {
+				return nil, err
+			}
+			p = p[k:]
+		}
+		if err := enc.Close(); err != nil {
 			return nil, err
 		}
-		return enc.EncodeAll(p, make([]byte, 0, len(p)/4)), nil
+		mu.Lock()
+		free = append(free, enc)
+		mu.Unlock()
+		return out.Bytes(), nil
 	}
 }
