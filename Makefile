@@ -21,8 +21,16 @@ generate:
 build: generate
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/imgbake ./cmd/imgbake
 
+# imgbake, and beside it imgbake for the Pis' CPUs (imgbake-linux-arm64,
+# imgbake-linux-arm), which `imgbake build` puts into a netboot server
+# node's image.
 install: generate
 	CGO_ENABLED=0 $(GO) install -trimpath -ldflags '$(LDFLAGS)' ./cmd/imgbake
+	@bindir=$$($(GO) env GOBIN); [ -n "$$bindir" ] || bindir=$$($(GO) env GOPATH)/bin; \
+	for a in arm64 arm; do \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' \
+			-o $$bindir/imgbake-linux-$$a ./cmd/imgbake || exit 1; \
+	done
 
 # The cheap checks, in seconds to a few minutes: formatting, go.mod, vet
 # (also for macOS, test files included: Linux-only code and tests live in
@@ -64,7 +72,8 @@ cross: generate
 			-o bin/imgbake-$$os-$$arch ./cmd/imgbake || exit 1; \
 	done
 
-# dist/imgbake-<version>-<os>-<arch>.tar.gz (imgbake, README.md, LICENSE,
+# dist/imgbake-<version>-<os>-<arch>.tar.gz (imgbake, imgbake-linux-arm64 and
+# imgbake-linux-arm for a netboot server node's image, README.md, LICENSE,
 # THIRD_PARTY_LICENSES) and dist/SHA256SUMS. Reproducible: the same commit
 # gives the same bytes (-trimpath, no build id, entries sorted, owner 0,
 # mtime of the commit, gzip without a name or time). Needs GNU tar.
@@ -80,6 +89,7 @@ release: cross
 		cp bin/imgbake-$$os-$$arch dist/$$name/imgbake; cp README.md LICENSE dist/$$name/; \
 		$(GO) run ./internal/licenses bin/imgbake-$$os-$$arch $(INITS) > dist/$$name/THIRD_PARTY_LICENSES; \
 		chmod 0755 dist/$$name dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE dist/$$name/THIRD_PARTY_LICENSES; \
+		for a in arm64 arm; do [ "$$os/$$arch" = linux/$$a ] || install -m 0755 bin/imgbake-linux-$$a dist/$$name/; done; \
 		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
 			--format=gnu -C dist -cf - $$name | gzip -n -9 > dist/$$name.tar.gz; \
 		rm -rf dist/$$name; \
