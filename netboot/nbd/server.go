@@ -109,12 +109,11 @@ type Server struct {
 	// client address (DefaultMaxHandshakesPerClient if 0).
 	MaxHandshakes, MaxHandshakesPerClient int
 
-	mu         sync.Mutex
-	active     map[string]claimed // by export name
-	shaking    map[netip.Addr]int // handshakes in progress by client
-	shakeTotal int
-	bufs       bufPool
-	lines      netboot.LogLimit
+	mu     sync.Mutex
+	active map[string]claimed // by export name
+	shakes netboot.Slots      // handshakes in progress
+	bufs   bufPool
+	lines  netboot.LogLimit
 }
 
 // Serve accepts connections on l until ctx is cancelled or l fails. On
@@ -152,7 +151,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			tc.SetNoDelay(true)
 		}
 		client := remoteAddrPort(c).Addr()
-		if !s.startHandshake(client) {
+		if !s.shakes.Take(client, cmp.Or(s.MaxHandshakes, DefaultMaxHandshakes), cmp.Or(s.MaxHandshakesPerClient, DefaultMaxHandshakesPerClient)) {
 			c.Close()
 			if ok, dropped := s.lines.Allow(client.String()); ok {
 				s.logger().Warn("nbd: closing a connection: too many handshakes in progress, from this client or in all",
@@ -163,34 +162,8 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.serveConn(ctx, c, func() { s.endHandshake(client) })
+			s.serveConn(ctx, c, func() { s.shakes.Give(client) })
 		}()
-	}
-}
-
-// startHandshake counts a handshake of client in progress, if the limits
-// allow one more; endHandshake ends it.
-func (s *Server) startHandshake(client netip.Addr) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.shakeTotal >= cmp.Or(s.MaxHandshakes, DefaultMaxHandshakes) ||
-		s.shaking[client] >= cmp.Or(s.MaxHandshakesPerClient, DefaultMaxHandshakesPerClient) {
-		return false
-	}
-	if s.shaking == nil {
-		s.shaking = map[netip.Addr]int{}
-	}
-	s.shaking[client]++
-	s.shakeTotal++
-	return true
-}
-
-func (s *Server) endHandshake(client netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.shakeTotal--
-	if s.shaking[client]--; s.shaking[client] <= 0 {
-		delete(s.shaking, client)
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	pintftp "github.com/pin/tftp/v3"
@@ -88,9 +87,7 @@ type Server struct {
 	// with "server busy" before it is resolved.
 	MaxTransfers, MaxPerClient int
 
-	mu        sync.Mutex
-	active    map[netip.Addr]int
-	total     int
+	transfers netboot.Slots
 	busyLines netboot.LogLimit
 }
 
@@ -151,13 +148,13 @@ func (s *Server) handleRead(ctx context.Context, name string, rf io.ReaderFrom) 
 		client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
 	}
 	log = log.With("client", client.String(), "file", logName(name))
-	if !s.acquire(client.Addr()) {
+	if !s.transfers.Take(client.Addr(), cmp.Or(s.MaxTransfers, DefaultMaxTransfers), cmp.Or(s.MaxPerClient, DefaultMaxPerClient)) {
 		if ok, dropped := s.busyLines.Allow(client.Addr().String()); ok {
 			log.Warn("tftp: refusing request: too many transfers in progress, from this client or in all", "dropped_lines", dropped)
 		}
 		return errBusy
 	}
-	defer s.release(client.Addr())
+	defer s.transfers.Give(client.Addr())
 	req, err := ParsePath(name)
 	req.Client = client
 	if err != nil {
@@ -201,30 +198,6 @@ func (s *Server) handleRead(ctx context.Context, name string, rf io.ReaderFrom) 
 
 // errBusy refuses a request beyond the transfer limits.
 var errBusy = errors.New("server busy")
-
-// acquire takes a transfer slot for client, if one is free.
-func (s *Server) acquire(client netip.Addr) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.total >= cmp.Or(s.MaxTransfers, DefaultMaxTransfers) || s.active[client] >= cmp.Or(s.MaxPerClient, DefaultMaxPerClient) {
-		return false
-	}
-	if s.active == nil {
-		s.active = map[netip.Addr]int{}
-	}
-	s.active[client]++
-	s.total++
-	return true
-}
-
-func (s *Server) release(client netip.Addr) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.total--
-	if s.active[client]--; s.active[client] <= 0 {
-		delete(s.active, client)
-	}
-}
 
 // logName quotes a client-supplied name for a log line, bounded in length.
 func logName(name string) string {
