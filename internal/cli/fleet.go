@@ -174,7 +174,10 @@ type nodeRow struct {
 	ImageBuilt time.Time `json:"image_built,omitempty"`
 	State      string    `json:"state"`
 	Address    string    `json:"address,omitempty"`
-	LastIO     time.Time `json:"last_write,omitempty"`
+	LastWrite  time.Time `json:"last_write,omitempty"`
+	// LastIO is the node's last disk request (read or write) the server
+	// saw, to about 10 s.
+	LastIO time.Time `json:"last_io,omitempty"`
 	Error      string    `json:"error,omitempty"`
 }
 
@@ -186,8 +189,8 @@ func (a *App) netbootStatusCommand(g *globals) *cobra.Command {
 		Short: "Show the network-booted nodes: image, state, address",
 		Long: `status shows each network-booted node: serial/MAC, model, profile, its
 image (k3s version, age), its state as the server last saw it (enrolled,
-building, booting, attached, idle; pending Pis too) and address, and when
-its disk was last written. It reads the cluster file, the images and the
+building, booting, attached, idle; pending Pis too) and address, and its
+last disk I/O (a read or write the server saw, or the disk's last write). It reads the cluster file, the images and the
 server's state directory (status.json, written by the running server every
 second while something changes): run it where the server runs; for a
 self-hosted server node, ssh root@k1 imgbake netboot status.`,
@@ -218,10 +221,10 @@ self-hosted server node, ssh root@k1 imgbake netboot status.`,
 					row.ImageBuilt = fi.ModTime().UTC()
 				}
 				if fi, err := os.Stat(store.DiskPath(n.Name)); err == nil {
-					row.LastIO = fi.ModTime().UTC()
+					row.LastWrite = fi.ModTime().UTC()
 				}
 				if s, ok := status[n.Name]; ok {
-					row.State, row.Address, row.Error = s.State, s.Address, s.Error
+					row.State, row.Address, row.Error, row.LastIO = s.State, s.Address, s.Error, s.LastIO
 				}
 				rows = append(rows, row)
 			}
@@ -240,7 +243,7 @@ self-hosted server node, ssh root@k1 imgbake netboot status.`,
 				return printJSON(a, rows)
 			}
 			tw := tabwriter.NewWriter(a.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSERIAL\tMAC\tMODEL\tPROFILE\tIMAGE\tSTATE\tADDRESS\tLAST WRITE")
+			fmt.Fprintln(tw, "NODE\tSERIAL\tMAC\tMODEL\tPROFILE\tIMAGE\tSTATE\tADDRESS\tLAST I/O")
 			for _, r := range rows {
 				img := "-"
 				if !r.ImageBuilt.IsZero() {
@@ -251,7 +254,7 @@ self-hosted server node, ssh root@k1 imgbake netboot status.`,
 					state += ": " + r.Error
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", dash(r.Name), dash(r.Serial), dash(r.MAC), dash(r.Model), dash(r.Profile),
-					img, state, dash(r.Address), ago(r.LastIO))
+					img, state, dash(r.Address), ago(latest(r.LastIO, r.LastWrite)))
 			}
 			return tw.Flush()
 		},
@@ -355,4 +358,12 @@ func (a *App) watchCluster(ctx context.Context, g *globals, o *netbootOptions, s
 		s.SetNodes(nodes)
 		log.Info("netboot: reloaded the cluster file", "reason", why, "nodes", len(nodes))
 	}
+}
+
+// latest returns the later of two times.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -20,6 +20,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,6 +59,9 @@ type Export struct {
 	// (NBD_OPT_GO or NBD_OPT_EXPORT_NAME); an error refuses the client.
 	// The release it returns is called when that client's connection ends.
 	Claim func() (release func(), err error)
+	// Activity, if not nil, is set to the Unix time (seconds) of each
+	// request the client sends, for a "last I/O" in a status display.
+	Activity *atomic.Int64
 }
 
 // ErrUnknownExport is wrapped by Backend errors for names it does not know.

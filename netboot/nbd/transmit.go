@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 )
 
 // maxInFlight bounds the requests of one connection served concurrently.
@@ -43,6 +44,9 @@ func (s *session) transmit(ctx context.Context, exp Export) error {
 		}
 		if req.typ == cmdDisc {
 			return nil
+		}
+		if exp.Activity != nil {
+			exp.Activity.Store(time.Now().Unix())
 		}
 		var payload []byte
 		if req.typ == cmdWrite {

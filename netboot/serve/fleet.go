@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/imgbake/imgbake/netboot"
@@ -40,6 +41,9 @@ type NodeStatus struct {
 	Files    int       `json:"files_served,omitempty"`
 	Attached time.Time `json:"attached,omitempty"`
 	Detached time.Time `json:"detached,omitempty"`
+	// LastIO is the time of the node's last disk request (to about
+	// activityStep).
+	LastIO time.Time `json:"last_io,omitempty"`
 	Built    time.Time `json:"image_built,omitempty"`
 	Error    string    `json:"error,omitempty"`
 }
@@ -69,6 +73,8 @@ type fleet struct {
 	builds map[string]chan struct{}
 	status map[string]*NodeStatus
 	dirty  bool
+	// activity is each node's last disk request (nbd.Export.Activity).
+	activity map[string]*atomic.Int64
 	// buildMu runs one build at a time: each uses every CPU.
 	buildMu sync.Mutex
 }
@@ -248,8 +254,34 @@ func (s *Server) writeStatus(ctx context.Context) {
 	}
 }
 
+// activityStep is how much newer a node's last disk request must be
+// than the recorded one to rewrite the status file: a busy node's disk I/O
+// must not turn into a status file write every second.
+const activityStep = 10 // seconds
+
+// activityOf returns the counter of name's disk requests.
+func (s *Server) activityOf(name string) *atomic.Int64 {
+	s.fleet.mu.Lock()
+	defer s.fleet.mu.Unlock()
+	if s.fleet.activity == nil {
+		s.fleet.activity = map[string]*atomic.Int64{}
+	}
+	a, ok := s.fleet.activity[name]
+	if !ok {
+		a = &atomic.Int64{}
+		s.fleet.activity[name] = a
+	}
+	return a
+}
+
 func (s *Server) flushStatus() {
 	s.fleet.mu.Lock()
+	for name, a := range s.fleet.activity {
+		st, ok := s.fleet.status[name]
+		if t := a.Load(); ok && t-st.LastIO.Unix() >= activityStep {
+			st.LastIO, s.fleet.dirty = time.Unix(t, 0).UTC(), true
+		}
+	}
 	if !s.fleet.dirty {
 		s.fleet.mu.Unlock()
 		return

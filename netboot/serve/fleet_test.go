@@ -88,7 +88,8 @@ func TestEnrolAndBuildOnDemand(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := st["worker-1"]
-	if w.Serial != serial || w.MAC != macText || w.Address != "127.0.0.1" || w.Built.IsZero() || w.TFTP.IsZero() || w.DHCP.IsZero() || w.Files == 0 {
+	if w.Serial != serial || w.MAC != macText || w.Address != "127.0.0.1" || w.Built.IsZero() || w.TFTP.IsZero() || w.DHCP.IsZero() || w.Files == 0 ||
+		time.Since(w.LastIO) > time.Minute {
 		t.Errorf("status %+v", w)
 	}
 	for _, line := range []string{"enroll: enrolled a new node", "building the node's image", "image built and disk ready", "serving the node's boot files", "root disk attached"} {

@@ -232,7 +232,7 @@ func (s *Server) export(_ context.Context, name string, client netip.Addr) (nbd.
 		return nbd.Export{}, fmt.Errorf("reading the disk of %s: %w", name, err)
 	}
 	claim := func() (func(), error) { return s.bindings.ConnectNBD(n.binding(), client) }
-	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client, Claim: s.attached(n, client, claim)}, nil
+	return nbd.Export{Name: name, Disk: f, Size: fi.Size(), Client: client, Claim: s.attached(n, client, claim), Activity: s.activityOf(name)}, nil
 }
 
 // disk returns the open disk of name, reopening it when `netboot reset`
