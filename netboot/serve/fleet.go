@@ -44,8 +44,8 @@ type NodeStatus struct {
 	// LastIO is the time of the node's last disk request (to about
 	// activityStep).
 	LastIO time.Time `json:"last_io,omitempty"`
-	Built    time.Time `json:"image_built,omitempty"`
-	Error    string    `json:"error,omitempty"`
+	Built  time.Time `json:"image_built,omitempty"`
+	Error  string    `json:"error,omitempty"`
 }
 
 // ReadStatus reads the status file of a state directory.
