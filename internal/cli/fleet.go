@@ -178,7 +178,7 @@ type nodeRow struct {
 	// LastIO is the node's last disk request (read or write) the server
 	// saw, to about 10 s.
 	LastIO time.Time `json:"last_io,omitempty"`
-	Error      string    `json:"error,omitempty"`
+	Error  string    `json:"error,omitempty"`
 }
 
 func (a *App) netbootStatusCommand(g *globals) *cobra.Command {
