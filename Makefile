@@ -78,7 +78,7 @@ cross: generate
 # gives the same bytes (-trimpath, no build id, entries sorted, owner 0,
 # mtime of the commit, gzip without a name or time). Needs GNU tar.
 # THIRD_PARTY_LICENSES holds the licences of the Go modules compiled into
-# that binary and the /init programs it embeds, from the module cache (no
+# the tarball's binaries and the /init programs they embed, from the module cache (no
 # network); a module without a licence file stops the release.
 INITS := netboot/initramfs/bin/init-arm64 netboot/initramfs/bin/init-armhf
 release: cross
@@ -87,7 +87,7 @@ release: cross
 		os=$${p%/*}; arch=$${p#*/}; name=imgbake-$(VERSION)-$$os-$$arch; \
 		rm -rf dist/$$name; mkdir -p dist/$$name; \
 		cp bin/imgbake-$$os-$$arch dist/$$name/imgbake; cp README.md LICENSE dist/$$name/; \
-		$(GO) run ./internal/licenses bin/imgbake-$$os-$$arch $(INITS) > dist/$$name/THIRD_PARTY_LICENSES; \
+		$(GO) run ./internal/licenses bin/imgbake-$$os-$$arch bin/imgbake-linux-arm64 bin/imgbake-linux-arm $(INITS) > dist/$$name/THIRD_PARTY_LICENSES; \
 		chmod 0755 dist/$$name dist/$$name/imgbake; chmod 0644 dist/$$name/README.md dist/$$name/LICENSE dist/$$name/THIRD_PARTY_LICENSES; \
 		for a in arm64 arm; do [ "$$os/$$arch" = linux/$$a ] || install -m 0755 bin/imgbake-linux-$$a dist/$$name/; done; \
 		tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(SOURCE_DATE_EPOCH) \
