@@ -64,15 +64,7 @@ func (e *env) boot(ctx context.Context, t *testing.T, name, arch, disk string) (
 	}
 	t0 := time.Now()
 	v := startVM(ctx, t, name, arch, disk, spec)
-	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	if _, err := v.record(bctx, "ready"); err != nil {
-		if msg, ok := v.snapshot()["error"]; ok {
-			t.Fatalf("%v; the stand-in k3s failed: %s", err, msg)
-		}
-		t.Fatal(err)
-	}
-	rec := v.snapshot()
+	rec := v.ready(ctx, t)
 	t.Logf("%s: stand-in k3s ready %s after QEMU started: role=%s hostname=%s config.yaml=%s marker_prev=%s firstboot=%q",
 		name, elapsedSince(t0), rec["role"], rec["hostname"], rec["config_mode"], rec["marker_prev"],
 		strings.ReplaceAll(rec["firstboot_unit"], "\n", " "))

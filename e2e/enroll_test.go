@@ -83,13 +83,8 @@ func TestNetbootEnroll(t *testing.T) {
 	lan, fw := nbSetupNetns(t)
 	enStartRouter(t, lan, dir)
 	state := filepath.Join(dir, "state")
+	// The servers log to netboot.log beside the cluster file.
 	serverLog := filepath.Join(dir, "netboot.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(serverLog)
-			t.Logf("imgbake netboot:\n%s", b)
-		}
-	})
 	started := 0 // servers started so far, each logs "netboot: serving"
 	serving := func(log []byte) bool { return bytes.Count(log, []byte("netboot: serving")) > started }
 	args := []string{"--config", cfg, "--interface", "br0", "--state-dir", state, "--disk-size", "2G"}
@@ -117,12 +112,7 @@ func TestNetbootEnroll(t *testing.T) {
 		"node-name: edge-1", "server: https://" + serverAddr + ":6443", "- e2e.imgbake.dev/pool=enrolled", "- imgbake.io/role=edge",
 	}}
 	v := startNetbootVM(ctx, t, lan, "edge-1-boot1", spec)
-	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	if _, err := v.record(bctx, "ready"); err != nil {
-		t.Fatalf("boot 1: %v", err)
-	}
-	rec := v.snapshot()
+	rec := v.ready(ctx, t)
 	checkNode(t, rec, spec, x)
 	checkFirstboot(t, rec, true)
 	status := runImgbake(ctx, t, bin, "netboot", "status", "--config", cfg, "--state-dir", state)
@@ -140,12 +130,7 @@ func TestNetbootEnroll(t *testing.T) {
 		t.Fatalf("boot 2: answered %v, command line %q", ok, spec.Cmdline)
 	}
 	v = startNetbootVM(ctx, t, lan, "edge-1-boot2", spec)
-	bctx2, cancel2 := context.WithTimeout(ctx, bootTimeout)
-	defer cancel2()
-	if _, err := v.record(bctx2, "ready"); err != nil {
-		t.Fatalf("boot 2: %v", err)
-	}
-	rec = v.snapshot()
+	rec = v.ready(ctx, t)
 	checkFirstboot(t, rec, false)
 	if rec["marker_prev"] != "1" || rec["hostname"] != "edge-1" {
 		t.Errorf("boot 2: marker %q, hostname %q; want boot 1's state on edge-1's disk", rec["marker_prev"], rec["hostname"])

@@ -58,15 +58,8 @@ func TestNetboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := filepath.Join(dir, "state")
-	serverLog := filepath.Join(dir, "netboot.log")
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(serverLog)
-			t.Logf("imgbake netboot:\n%s", b)
-		}
-	})
-	srv := startNetbootCLI(ctx, t, ns, bin, "--config", cfg, "--interface", "br0", "--no-dhcp",
-		"--out", out, "--state-dir", state, "--disk-size", "2G")
+	args := []string{"--config", cfg, "--interface", "br0", "--no-dhcp", "--out", out, "--state-dir", state, "--disk-size", "2G"}
+	srv := startNetbootCLI(ctx, t, ns, bin, args...)
 	defer func() { srv.stop(t) }()
 	disk := filepath.Join(state, "k5", "disk.img")
 	defer e.slot(ctx, t)()
@@ -82,14 +75,8 @@ func TestNetboot(t *testing.T) {
 	srv.stop(t)
 	t.Log("imgbake netboot stopped under the running node")
 	time.Sleep(3 * time.Second)
-	srv = startNetbootCLI(ctx, t, ns, bin, "--config", cfg, "--interface", "br0", "--no-dhcp",
-		"--out", out, "--state-dir", state, "--disk-size", "2G")
-	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	if _, err := v.record(bctx, "ready"); err != nil {
-		t.Fatalf("boot 1: %v", err)
-	}
-	rec := v.snapshot()
+	srv = startNetbootCLI(ctx, t, ns, bin, args...)
+	rec := v.ready(ctx, t)
 	checkNode(t, rec, spec, nodeExpect("k5"))
 	checkFirstboot(t, rec, true)
 	// Stopping the server closed the node's connection: it must have
@@ -102,12 +89,7 @@ func TestNetboot(t *testing.T) {
 	// Boot 2 finds boot 1's state on the node's disk.
 	spec = tftpBoot(ctx, t, ns, fw, dir)
 	v = startNetbootVM(ctx, t, ns, "k5-netboot2", spec)
-	bctx2, cancel2 := context.WithTimeout(ctx, bootTimeout)
-	defer cancel2()
-	if _, err := v.record(bctx2, "ready"); err != nil {
-		t.Fatalf("boot 2: %v", err)
-	}
-	rec = v.snapshot()
+	rec = v.ready(ctx, t)
 	checkFirstboot(t, rec, false)
 	if rec["marker_prev"] != "1" {
 		t.Errorf("boot 2: the marker boot 1 wrote over NBD reads %q, want 1", rec["marker_prev"])
@@ -241,10 +223,19 @@ func startNetbootCLI(ctx context.Context, t *testing.T, ns, bin string, args ...
 }
 
 // startNetbootCLIReady is startNetbootCLI with the log lines that say the
-// server is ready.
+// server is ready. The servers a test starts with one cluster file
+// (args[1]) log to netboot.log beside it, shown when the test fails.
 func startNetbootCLIReady(ctx context.Context, t *testing.T, ns, bin string, ready func(log []byte) bool, args ...string) *cliServer {
 	t.Helper()
 	logPath := filepath.Join(filepath.Dir(args[1]), "netboot.log")
+	if _, err := os.Stat(logPath); err != nil { // the first server of the test
+		t.Cleanup(func() {
+			if t.Failed() {
+				b, _ := os.ReadFile(logPath)
+				t.Logf("imgbake netboot:\n%s", b)
+			}
+		})
+	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		t.Fatal(err)

@@ -204,6 +204,22 @@ func (v *vm) record(ctx context.Context, key string) (string, error) {
 	}
 }
 
+// ready waits, bootTimeout at most, for the stand-in k3s in v to report
+// ready and returns its records; a boot that does not get there fails t,
+// with the stand-in's error when it reported one.
+func (v *vm) ready(ctx context.Context, t *testing.T) map[string]string {
+	t.Helper()
+	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
+	defer cancel()
+	if _, err := v.record(bctx, "ready"); err != nil {
+		if msg, ok := v.snapshot()["error"]; ok {
+			t.Fatalf("%v; the stand-in k3s failed: %s", err, msg)
+		}
+		t.Fatal(err)
+	}
+	return v.snapshot()
+}
+
 // records returns a copy of everything the stand-in reported so far.
 func (v *vm) snapshot() map[string]string {
 	v.mu.Lock()
