@@ -8,9 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // Output files are replaced as a set. The build writes every file under a
@@ -24,44 +25,11 @@ import (
 // build removes temporary files whose process is gone.
 
 // tempMarker is in the name of every temporary file imgbake writes.
-const tempMarker = ".imgbake-"
+const tempMarker = tempfile.Marker
 
 // tempPattern is the os.CreateTemp pattern for a temporary file named
 // after final.
-func tempPattern(final, suffix string) string {
-	return "." + filepath.Base(final) + tempMarker + strconv.Itoa(os.Getpid()) + "-*" + suffix + ".tmp"
-}
-
-// removeStaleTemps removes the temporary files in dir left by imgbake
-// processes that no longer run (killed builds): they can be gigabytes and
-// hold a join token.
-func removeStaleTemps(dir string, log *slog.Logger) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		name := e.Name()
-		i := strings.Index(name, tempMarker)
-		if !strings.HasPrefix(name, ".") || i < 0 || !strings.HasSuffix(name, ".tmp") {
-			continue
-		}
-		pidText, _, _ := strings.Cut(name[i+len(tempMarker):], "-")
-		pid, err := strconv.Atoi(pidText)
-		if err != nil || pid == os.Getpid() || processAlive(pid) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(dir, name)); err == nil {
-			log.Info("removed a temporary file of an interrupted build", "file", filepath.Join(dir, name))
-		}
-	}
-}
-
-// processAlive reports whether a process with that id exists.
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
+var tempPattern = tempfile.Pattern
 
 // dirLocks holds this process's locks on output and cache directories,
 // shared by the builds it runs at once.
@@ -108,7 +76,7 @@ func lockDir(dir string, log *slog.Logger, wait bool) (unlock func(), err error)
 		}
 		l = &dirLock{f: f}
 		dirLocks.held[abs] = l
-		removeStaleTemps(abs, log)
+		tempfile.RemoveStale(abs, log)
 	}
 	l.refs++
 	return func() {

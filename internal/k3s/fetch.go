@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imgbake/imgbake/internal/progress"
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // Fetcher downloads k3s release binaries into a cache.
@@ -66,6 +67,9 @@ func (f *Fetcher) Fetch(ctx context.Context, version, arch string) (*Binary, err
 	}
 	dir := filepath.Join(f.CacheDir, "k3s", version, arch)
 	bin, sumsPath := filepath.Join(dir, asset), filepath.Join(dir, sumsName)
+	// A download a killed imgbake left (tens of MB) goes; one in progress
+	// in another imgbake stays.
+	tempfile.RemoveStale(dir, f.log())
 
 	if sums, err := os.ReadFile(sumsPath); err == nil {
 		if want, ok := parseSums(sums, asset); ok {
@@ -139,7 +143,7 @@ func escapeVersion(v string) string {
 func (f *Fetcher) download(ctx context.Context, url, dir, name string) (string, string, error) {
 	var tmpName, sum string
 	err := f.retry(ctx, url, func(body io.Reader, size int64) error {
-		tmp, err := os.CreateTemp(dir, "."+name+".part*")
+		tmp, err := tempfile.Create(filepath.Join(dir, name), ".part")
 		if err != nil {
 			return &permanent{err}
 		}
@@ -285,7 +289,7 @@ func (f *Fetcher) log() *slog.Logger {
 }
 
 func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	tmp, err := tempfile.Create(path, "")
 	if err != nil {
 		return err
 	}
