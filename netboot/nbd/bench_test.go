@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // startNBDServer runs Debian's nbd-server exporting disk as "node1" on a
@@ -84,7 +86,7 @@ func BenchmarkVsNBDServer(b *testing.B) {
 	const size = 128 << 20
 	dir := b.TempDir()
 	src := filepath.Join(dir, "src.img")
-	data := randomBytes(size, 9)
+	data := fixture.RandomBytes(size, 9)
 	os.WriteFile(src, data, 0o600)
 	oursDisk := filepath.Join(dir, "ours.img")
 	theirsDisk := filepath.Join(dir, "theirs.img")

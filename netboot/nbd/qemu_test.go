@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 func qemuTool(t *testing.T, name string) string {
@@ -58,7 +60,7 @@ func TestQemuIO(t *testing.T) {
 func TestQemuImgConvert(t *testing.T) {
 	qemuImg := qemuTool(t, "qemu-img")
 	const size = 16 << 20
-	want := randomBytes(size, 7)
+	want := fixture.RandomBytes(size, 7)
 	f := diskFile(t, want)
 	ts := startServer(t, staticBackend{"node1": {Disk: f, Size: size, Client: localhost}})
 	url := "nbd://" + ts.addr + "/node1"
@@ -72,7 +74,7 @@ func TestQemuImgConvert(t *testing.T) {
 		t.Fatal("qemu-img convert from NBD: contents differ")
 	}
 	in := filepath.Join(t.TempDir(), "in.img")
-	src := randomBytes(size, 8)
+	src := fixture.RandomBytes(size, 8)
 	os.WriteFile(in, src, 0o600)
 	runTool(t, qemuImg, "convert", "-n", "-f", "raw", "-O", "raw", in, url)
 	got, _ = os.ReadFile(f.Name())

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/fixture"
 	"github.com/imgbake/imgbake/internal/testlog"
 )
 
@@ -29,15 +29,6 @@ func waitLog(t *testing.T, log *testlog.Buffer, want string) {
 		}
 	}
 	t.Errorf("log lacks %q:\n%s", want, log.String())
-}
-
-func randomBytes(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
 }
 
 // diskFile creates a file holding data and returns it open read-write.
@@ -122,23 +113,31 @@ func startServerOn(t testing.TB, b Backend, addr string, opts ...func(*Server)) 
 	return ts
 }
 
+// attach connects to the server and picks export with NBD_OPT_GO (asking
+// for infos); a failure fails t. The connection closes when t ends.
+func (ts *testServer) attach(t testing.TB, export string, infos ...uint16) *testClient {
+	t.Helper()
+	c, err := dialNBD(ts.addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.conn.Close() })
+	if err := c.goExport(optGo, export, infos...); err != nil {
+		t.Fatalf("attaching %s: %v", export, err)
+	}
+	return c
+}
+
 func startServer(t *testing.T, b Backend) *testServer { return startServerOn(t, b, "127.0.0.1:0") }
 
 var localhost = netip.MustParseAddr("127.0.0.1")
 
 func TestReadWriteFlushTrim(t *testing.T) {
 	const size = 4 << 20
-	orig := randomBytes(size, 1)
+	orig := fixture.RandomBytes(size, 1)
 	f := diskFile(t, orig)
 	ts := startServer(t, staticBackend{"node1": {Disk: f, Size: size, Client: localhost}})
-	c, err := dialNBD(ts.addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.conn.Close()
-	if err := c.goExport(optGo, "node1", infoBlockSize); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.attach(t, "node1", infoBlockSize)
 	if want := uint16(tflagHasFlags | tflagSendFlush | tflagSendFUA | tflagSendTrim); c.size != size || c.flags&want != want {
 		t.Fatalf("size %d flags %#x; want %d, flags including %#x", c.size, c.flags, size, want)
 	}
@@ -146,7 +145,7 @@ func TestReadWriteFlushTrim(t *testing.T) {
 	if err != nil || !bytes.Equal(got, orig) {
 		t.Fatalf("read whole disk: %v (equal %v)", err, bytes.Equal(got, orig))
 	}
-	patch := randomBytes(100_000, 2)
+	patch := fixture.RandomBytes(100_000, 2)
 	if err := c.write(12345, patch, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -186,16 +185,9 @@ func TestReadWriteFlushTrim(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	const size = 1 << 20
-	f := diskFile(t, randomBytes(size, 3))
+	f := diskFile(t, fixture.RandomBytes(size, 3))
 	ts := startServer(t, staticBackend{"node1": {Disk: f, Size: size, Client: localhost}})
-	c, err := dialNBD(ts.addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.conn.Close()
-	if err := c.goExport(optGo, "node1"); err != nil {
-		t.Fatal(err)
-	}
+	c := ts.attach(t, "node1")
 	if _, err := c.read(size-10, 11); !isErrno(err, errInval) {
 		t.Errorf("read past end: %v, want EINVAL", err)
 	}
@@ -225,14 +217,7 @@ func TestBadRequests(t *testing.T) {
 	}
 	waitLog(t, ts.log, "bad request magic")
 	// The server still serves.
-	c2, err := dialNBD(ts.addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.conn.Close()
-	if err := c2.goExport(optGo, "node1"); err != nil {
-		t.Fatalf("after a dropped client: %v", err)
-	}
+	ts.attach(t, "node1")
 }
 
 func TestOptions(t *testing.T) {
@@ -345,14 +330,7 @@ func TestOneClientPerExportAndReconnect(t *testing.T) {
 	c1.cmd(cmdDisc, 0, 0, 0, nil)
 	c1.conn.Close()
 	waitLog(t, ts.log, "client disconnected")
-	c3, err := dialNBD(ts.addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c3.conn.Close()
-	if err := c3.goExport(optGo, "node1"); err != nil {
-		t.Fatalf("reconnect after the first client left: %v", err)
-	}
+	c3 := ts.attach(t, "node1")
 	if got, err := c3.read(0, 5); err != nil || string(got) != "first" {
 		t.Fatalf("read after reconnect: %q, %v", got, err)
 	}
@@ -364,15 +342,8 @@ func TestServerRestart(t *testing.T) {
 	f := diskFile(t, make([]byte, 1<<20))
 	b := staticBackend{"node1": {Disk: f, Size: 1 << 20, Client: localhost}}
 	ts := startServer(t, b)
-	c, err := dialNBD(ts.addr, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.conn.Close()
-	if err := c.goExport(optGo, "node1"); err != nil {
-		t.Fatal(err)
-	}
-	data := randomBytes(300_000, 5)
+	c := ts.attach(t, "node1")
+	data := fixture.RandomBytes(300_000, 5)
 	if err := c.write(4096, data, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // atftpGet fetches name with atftp (blksize 1024, tsize, as a Pi 4 asks)
@@ -41,7 +43,7 @@ func BenchmarkVsDnsmasq(b *testing.B) {
 	dir := b.TempDir()
 	root := filepath.Join(dir, "root")
 	os.MkdirAll(filepath.Join(root, "1234abcd"), 0o755)
-	data := randomBytes(size, 42)
+	data := fixture.RandomBytes(size, 42)
 	if err := os.WriteFile(filepath.Join(root, "1234abcd", "kernel8.img"), data, 0o644); err != nil {
 		b.Fatal(err)
 	}

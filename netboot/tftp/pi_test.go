@@ -11,13 +11,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // TestTsizeProbe replays the Pi bootloader's first round: RRQ with tsize=0,
 // read the OACK, abort with an ERROR. The server must report the size and
 // log the abort quietly, then serve the second request.
 func TestTsizeProbe(t *testing.T) {
-	want := randomBytes(5000, 11)
+	want := fixture.RandomBytes(5000, 11)
 	ts := startServer(t, testFiles{"1234abcd/start4.elf": want}, 0)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -111,8 +113,8 @@ func TestAtftp(t *testing.T) {
 		t.Skip("atftp not installed (apt-get install atftp): skipping the real-client interop test")
 	}
 	files := testFiles{
-		"1234abcd/start4.elf": randomBytes(2_000_000, 21),
-		"bootcode.bin":        randomBytes(51_200, 22),
+		"1234abcd/start4.elf": fixture.RandomBytes(2_000_000, 21),
+		"bootcode.bin":        fixture.RandomBytes(51_200, 22),
 	}
 	ts := startServer(t, files, 0)
 	dir := t.TempDir()

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // FuzzServerRequest sends untrusted packets (read and write requests with
@@ -31,8 +33,8 @@ func FuzzServerRequest(f *testing.F) {
 	f.Add([]byte("\x00\x05\x00\x01oops\x00"))
 	f.Add([]byte{0, 1})
 	files := testFiles{
-		"bootcode.bin":        randomBytes(5000, 3),
-		"1234abcd/start4.elf": randomBytes(70_000, 1),
+		"bootcode.bin":        fixture.RandomBytes(5000, 3),
+		"1234abcd/start4.elf": fixture.RandomBytes(70_000, 1),
 		"1234abcd/empty":      {},
 	}
 	ts := startServer(f, files, 50*time.Millisecond)

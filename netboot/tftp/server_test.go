@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/fixture"
 	"github.com/imgbake/imgbake/internal/testlog"
 	pintftp "github.com/pin/tftp/v3"
 )
@@ -31,15 +32,6 @@ func (fs testFiles) Resolve(_ context.Context, req Request) (File, error) {
 		return File{}, fmt.Errorf("%s: %w", key, ErrNotFound)
 	}
 	return File{Data: bytes.NewReader(b), Size: int64(len(b))}, nil
-}
-
-func randomBytes(n int, seed uint64) []byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
 }
 
 type testServer struct {
@@ -116,11 +108,11 @@ func pinGet(t *testing.T, addr *net.UDPAddr, name string, blksize int) ([]byte, 
 
 func TestServePinClient(t *testing.T) {
 	files := testFiles{
-		"1234abcd/start4.elf":           randomBytes(2_300_000, 1),
-		"1234abcd/overlays/x.dtbo":      randomBytes(1024*3, 2), // exact multiple of blksize
-		"bootcode.bin":                  randomBytes(52_000, 3),
+		"1234abcd/start4.elf":           fixture.RandomBytes(2_300_000, 1),
+		"1234abcd/overlays/x.dtbo":      fixture.RandomBytes(1024*3, 2), // exact multiple of blksize
+		"bootcode.bin":                  fixture.RandomBytes(52_000, 3),
 		"dc-a6-32-01-36-c2/cmdline.txt": []byte("console=serial0 ip=dhcp\n"),
-		"abcdef01/kernel_2712.img":      randomBytes(700_000, 4),
+		"abcdef01/kernel_2712.img":      fixture.RandomBytes(700_000, 4),
 		"abcdef01/empty":                {},
 	}
 	ts := startServer(t, files, 0)
@@ -181,7 +173,7 @@ func TestServeRefuses(t *testing.T) {
 }
 
 func TestServeIgnoresGarbage(t *testing.T) {
-	want := randomBytes(10_000, 9)
+	want := fixture.RandomBytes(10_000, 9)
 	ts := startServer(t, testFiles{"1234abcd/start4.elf": want}, 0)
 	c, err := net.DialUDP("udp4", nil, ts.addr)
 	if err != nil {
@@ -305,7 +297,7 @@ func (l *lossyConn) WriteTo(p []byte, a net.Addr) (int, error) {
 }
 
 func TestServePacketLoss(t *testing.T) {
-	want := randomBytes(100_000, 5)
+	want := fixture.RandomBytes(100_000, 5)
 	ts := startServer(t, testFiles{"1234abcd/start4.elf": want}, 50*time.Millisecond)
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -331,7 +323,7 @@ func TestServePacketLoss(t *testing.T) {
 // "server busy"; another client is still served; the stalled transfers
 // end after the retransmit timeouts.
 func TestServeLimits(t *testing.T) {
-	want := randomBytes(100_000, 3)
+	want := fixture.RandomBytes(100_000, 3)
 	ts := startServer(t, testFiles{"1234abcd/kernel8.img": want}, 100*time.Millisecond)
 	var conns []net.PacketConn
 	for range DefaultMaxPerClient + 3 {
