@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 
 	"github.com/imgbake/imgbake/firstboot"
 	"github.com/imgbake/imgbake/image"
@@ -79,6 +80,9 @@ func (a *App) serverFiles(ctx context.Context, c *config.Cluster, o *buildOption
 	}
 	if o.airgap != "" {
 		fmt.Fprintf(a.Stderr, "imgbake: warning: the netboot server %s builds nodes without the airgap images of --airgap-images\n", j.node.Name)
+	}
+	if !slices.ContainsFunc(c.Nodes, func(n config.Node) bool { return n.Netboot != nil }) && c.Enroll == nil {
+		fmt.Fprintf(a.Stderr, "imgbake: warning: %s runs the netboot server, but no node in %s has a netboot: entry and there is no enroll: policy: it has nothing to serve (its service restarts every few seconds); add either and build it again\n", j.node.Name, c.File)
 	}
 	exe, err := a.imgbakeFor(bin.Arch, o.imgbakeBinary)
 	if err != nil {
