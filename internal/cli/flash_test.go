@@ -278,33 +278,22 @@ func TestVerifyManifest(t *testing.T) {
 // manifest (a build killed between its renames) is refused before a byte
 // is written, with what to do.
 func TestFlashRefusesMixedSet(t *testing.T) {
-	dir := t.TempDir()
-	image := setImage(t, dir)
-	good := mustReadFile(t, image)
-	goodBmap := mustReadFile(t, image+".bmap")
-	other, _ := flashImage(t, t.TempDir(), "k5")
-	for name, swap := range map[string]func(){
-		"image of another build": func() { os.WriteFile(image, mustReadFile(t, other), 0o600) },
-		"bmap of another build":  func() { os.WriteFile(image+".bmap", mustReadFile(t, other+".bmap"), 0o644) },
-	} {
-		t.Run(name, func(t *testing.T) {
-			os.WriteFile(image, good, 0o600)
-			os.WriteFile(image+".bmap", goodBmap, 0o644)
-			target := filepath.Join(t.TempDir(), "card.img")
-			if code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target); code != 0 {
-				t.Fatalf("flash of the consistent set: exit %d %s", code, errOut)
-			}
-			swap()
-			target = filepath.Join(t.TempDir(), "card.img")
-			code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target)
-			if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") {
-				t.Fatalf("flash of a mixed set: exit %d %q", code, errOut)
-			}
-			if _, err := os.Stat(target); err == nil {
-				t.Fatal("the target was written")
-			}
-		})
-	}
+	image := setImage(t, t.TempDir())
+	eachMix(t, image, func(t *testing.T, swap func()) {
+		target := filepath.Join(t.TempDir(), "card.img")
+		if code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target); code != 0 {
+			t.Fatalf("flash of the consistent set: exit %d %s", code, errOut)
+		}
+		swap()
+		target = filepath.Join(t.TempDir(), "card.img")
+		code, _, errOut := runWith(t, "", "flash", "--allow-file", "--yes", image, target)
+		if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") {
+			t.Fatalf("flash of a mixed set: exit %d %q", code, errOut)
+		}
+		if _, err := os.Stat(target); err == nil {
+			t.Fatal("the target was written")
+		}
+	})
 }
 
 // setImage writes out/k5.img, its .bmap and a manifest that commits them
@@ -325,17 +314,11 @@ func setImage(t *testing.T, dir string) string {
 	return image
 }
 
-// TestVerifyRefusesMixedSet: verify runs flash's set check, so that an
-// image or .bmap of another build beside the manifest is reported (with
-// what to do) before anyone flashes it, even when the card still matches
-// the manifest.
-func TestVerifyRefusesMixedSet(t *testing.T) {
-	dir := t.TempDir()
-	image := setImage(t, dir)
-	good := mustReadFile(t, image)
-	goodBmap := mustReadFile(t, image+".bmap")
-	card := filepath.Join(dir, "card.img")
-	os.WriteFile(card, good, 0o644) // flashed from the consistent set
+// eachMix runs test once for each way a killed build mixes the set of
+// setImage: image is the consistent set when test starts, and swap puts
+// the image, or the .bmap, of another build in its place.
+func eachMix(t *testing.T, image string, test func(t *testing.T, swap func())) {
+	good, goodBmap := mustReadFile(t, image), mustReadFile(t, image+".bmap")
 	other, _ := flashImage(t, t.TempDir(), "k5")
 	for name, swap := range map[string]func(){
 		"image of another build": func() { os.WriteFile(image, mustReadFile(t, other), 0o600) },
@@ -344,18 +327,32 @@ func TestVerifyRefusesMixedSet(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			os.WriteFile(image, good, 0o600)
 			os.WriteFile(image+".bmap", goodBmap, 0o644)
-			if code, out, errOut := runWith(t, "", "verify", image, card); code != 0 || !strings.Contains(out, "OK:") {
-				t.Fatalf("verify of the consistent set: exit %d %s %s", code, out, errOut)
-			}
-			swap()
-			for _, args := range [][]string{{"verify", image, card}, {"verify", "--bmap", image + ".bmap", image, card}} {
-				code, out, errOut := runWith(t, "", args...)
-				if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") || strings.Contains(out, "OK") {
-					t.Errorf("%v of a mixed set: exit %d %q %q", args, code, out, errOut)
-				}
-			}
+			test(t, swap)
 		})
 	}
+}
+
+// TestVerifyRefusesMixedSet: verify runs flash's set check, so that an
+// image or .bmap of another build beside the manifest is reported (with
+// what to do) before anyone flashes it, even when the card still matches
+// the manifest.
+func TestVerifyRefusesMixedSet(t *testing.T) {
+	dir := t.TempDir()
+	image := setImage(t, dir)
+	card := filepath.Join(dir, "card.img")
+	os.WriteFile(card, mustReadFile(t, image), 0o644) // flashed from the consistent set
+	eachMix(t, image, func(t *testing.T, swap func()) {
+		if code, out, errOut := runWith(t, "", "verify", image, card); code != 0 || !strings.Contains(out, "OK:") {
+			t.Fatalf("verify of the consistent set: exit %d %s %s", code, out, errOut)
+		}
+		swap()
+		for _, args := range [][]string{{"verify", image, card}, {"verify", "--bmap", image + ".bmap", image, card}} {
+			code, out, errOut := runWith(t, "", args...)
+			if code != 1 || !strings.Contains(errOut, "from different builds") || !strings.Contains(errOut, "build the node again") || strings.Contains(out, "OK") {
+				t.Errorf("%v of a mixed set: exit %d %q %q", args, code, out, errOut)
+			}
+		}
+	})
 }
 
 func mustReadFile(t *testing.T, p string) []byte {
