@@ -2,9 +2,13 @@ package config
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 func writeFile(t *testing.T, name, content string, mode os.FileMode) string {
@@ -248,5 +252,47 @@ func TestBaseSHA256(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", bad, err, want)
 		}
+	}
+}
+
+// TestStaleSecretsTemp: the temporary copy of the secrets file (it holds
+// the join token) that an imgbake killed while writing it left is removed
+// the next time the secrets are read or written, and named so that it can
+// be recognised.
+func TestStaleSecretsTemp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "imgbake.secrets.yaml")
+	tok, _ := NewToken()
+	if err := WriteSecrets(p, &Secrets{Token: tok}, false); err != nil {
+		t.Fatal(err)
+	}
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Skip("no true command:", err)
+	}
+	// The name WriteFile gives its temporary file, with a pid that has ended.
+	stale := filepath.Join(dir, strings.Replace(tempfile.Pattern(p, ""), strconv.Itoa(os.Getpid())+"-*", strconv.Itoa(dead.Process.Pid)+"-42", 1))
+	write := func() {
+		if err := os.WriteFile(stale, []byte("token: "+tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	if _, err := LoadSecrets(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("LoadSecrets left a killed imgbake's copy of the secrets")
+	}
+	write()
+	if err := WriteSecrets(p, &Secrets{Token: tok}, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("WriteSecrets left a killed imgbake's copy of the secrets")
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("%s holds %d files, want the secrets file alone", dir, len(ents))
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // Secrets is the secrets file: what must never be printed, logged or put on
@@ -41,6 +43,8 @@ func NewToken() (string, error) {
 // LoadSecrets reads the secrets file. It refuses a file that group or others
 // may read, since it holds the join token.
 func LoadSecrets(path string) (*Secrets, error) {
+	// A copy an imgbake killed while writing the file left holds the token.
+	tempfile.RemoveStale(filepath.Dir(path), nil)
 	f, err := os.Open(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -119,7 +123,8 @@ func WriteFile(path string, data []byte, mode os.FileMode, force bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	tempfile.RemoveStale(dir, nil)
+	tmp, err := tempfile.Create(path, "")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
