@@ -9,7 +9,11 @@
 # SIZE_MIB (default 2200) MiB with FILL_MIB (default 880) MiB of real system
 # files added to its root filesystem (about 900 MiB of data in all).
 # NO_XZ=1 skips the xz compressors (minutes each); the XFS part needs root
-# (loop mount) and is skipped with a message otherwise.
+# (loop mount) and is skipped with a message otherwise. PROFILE=DIR keeps,
+# for the first node, the further nodes on ext4 and those on XFS, a CPU
+# profile (DIR/first.pprof, ext4.pprof, xfs.pprof: go tool pprof -top
+# imgbake DIR/first.pprof) and the --verbose log, which has the wall time
+# of each phase (DIR/first.log...); the imgbake binary is kept as DIR/imgbake.
 # Needs: go, xz, zstd, debugfs, sfdisk, tar, xfsprogs. Usage: bench/build.sh [nodes]
 set -eu
 cd "$(dirname "$0")/.."
@@ -70,6 +74,21 @@ measure() {
 	fi
 }
 field() { echo "$1" | cut -d' ' -f"$2"; }
+# pmeasure NAME CMD...: measure CMD; with PROFILE, CMD (an imgbake command)
+# also writes a CPU profile and a --verbose log named NAME into $PROFILE.
+pmeasure() {
+	name=$1
+	shift
+	if [ -n "${PROFILE:-}" ]; then
+		measure env IMGBAKE_CPUPROFILE="$PROFILE/$name.pprof" "$@" -v 2>"$PROFILE/$name.log"
+	else
+		measure "$@"
+	fi
+}
+if [ -n "${PROFILE:-}" ]; then
+	mkdir -p "$PROFILE"
+	cp "$W/imgbake" "$PROFILE/imgbake"
+fi
 per() { awk -v a="$1" -v n="$extra_n" 'BEGIN { if (a == "-") print "-"; else printf "%.2f", a / n }'; }
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
@@ -82,13 +101,13 @@ cd "$W/c"
 "$W/imgbake" init --base ../base.img.xz --server 10.0.0.1 >/dev/null
 set -- "$W/imgbake" build --profile worker --k3s-binary "$W/base.img.k3s" --cache-dir "$W/c/cache"
 
-first_t=$(measure "$@" n1)
+first_t=$(pmeasure first "$@" n1)
 extra=""
 i=2
 while [ "$i" -le "$NODES" ]; do extra="$extra n$i"; i=$((i + 1)); done
 extra_n=$((NODES - 1))
 # shellcheck disable=SC2086 # one argument per node
-extra_t=$(measure "$@" $extra)
+extra_t=$(pmeasure ext4 "$@" $extra)
 cached=$(ls "$W"/c/cache/base/*.img)
 # As many copies as further nodes, one after the other, like the builds:
 # the same page cache and writeback pressure.
@@ -108,7 +127,7 @@ if [ "$(id -u)" = 0 ] && truncate -s 8G "$W/xfs.img" && mkfs.xfs -q -m reflink=1
 	cd "$W/xfs/c"
 	set -- "$W/imgbake" build --profile worker --k3s-binary "$W/base.img.k3s" --cache-dir "$W/xfs/c/cache"
 	# shellcheck disable=SC2086 # one argument per node
-	xfs_t=$(measure "$@" $extra)
+	xfs_t=$(pmeasure xfs "$@" $extra)
 	xcached=$(ls "$W"/xfs/c/cache/base/*.img)
 	ref_t=$(measure cp --reflink=always "$xcached" "$W/xfs/cp.img")
 	xfs=1

@@ -109,6 +109,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, fmt.Errorf("reading base image: %w", err)
 	}
 
+	hashStart := time.Now()
 	bar := progress.New(o.Progress, "hashing "+filepath.Base(input), fi.Size())
 	h := sha256.New()
 	if _, err := io.Copy(progress.NewWriter(h, bar), io.NewSectionReader(f, 0, fi.Size())); err != nil {
@@ -116,6 +117,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	}
 	bar.Done()
 	sum := hex.EncodeToString(h.Sum(nil))
+	log.Debug("hashed base image", "took", time.Since(hashStart), "size", fi.Size())
 	head := make([]byte, compression.HeadSize)
 	n, _ := f.ReadAt(head, 0)
 	if err := verifyInput(input, sum, format, head[:n], o); err != nil {

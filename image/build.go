@@ -280,9 +280,11 @@ func (b *builder) run(ctx context.Context) (*Result, error) {
 	// The image holds the join token and the node password: only its owner
 	// may read it. The bmap and the manifest hold no secrets. The manifest
 	// goes last: it commits the set.
+	commitStart := time.Now()
 	if err := commitOutputs(ctx, []output{{final, res.Image, 0o600}, {bmf.Name(), res.Bmap, 0o644}, {mf.Name(), res.Manifest, 0o644}}); err != nil {
 		return nil, err
 	}
+	o.Log.Debug("committed outputs (fsync and rename)", "took", time.Since(commitStart))
 	o.Log.Info("image built", "image", res.Image, "size", size, "sha256", imgSum, "grown", grown)
 	return res, nil
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -172,9 +173,11 @@ func (b *Base) attachCells(ctx context.Context, cacheDir string, o PrepareOption
 			return nil
 		}
 	}
+	start := time.Now()
 	bar := progress.New(o.Progress, "checksumming base", b.Size)
 	cs, err := computeCells(ctx, b.Path, bar)
 	bar.Done()
+	o.Log.Debug("computed the base's cell checksums", "took", time.Since(start))
 	if err != nil {
 		return fmt.Errorf("checksumming base image: %w", err)
 	}

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +133,36 @@ func TestCompletesProfilesAndNodes(t *testing.T) {
 	code, out, _ = run(t, nil, "__complete", "build", "-c", cfg, "")
 	if code != 0 || !strings.Contains(out, "k1\nk2\nk3\n") {
 		t.Errorf("node completion: %q", out)
+	}
+}
+
+// TestCPUProfile: IMGBAKE_CPUPROFILE writes a pprof CPU profile of the run
+// (what bench/build.sh PROFILE=1 reads with go tool pprof).
+func TestCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	if code, _, errOut := run(t, map[string]string{"IMGBAKE_CPUPROFILE": path}, "version"); code != 0 {
+		t.Fatalf("version: %d %s", code, errOut)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("no profile written: %v", err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatalf("profile is not a gzipped pprof profile: %v", err)
+	}
+	data, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"samples", "cpu", "nanoseconds"} {
+		if !bytes.Contains(data, []byte(s)) {
+			t.Errorf("profile lacks %q: not a CPU profile", s)
+		}
+	}
+	code, _, errOut := run(t, map[string]string{"IMGBAKE_CPUPROFILE": filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.pprof")}, "version")
+	if code != 1 || !strings.Contains(errOut, "IMGBAKE_CPUPROFILE") {
+		t.Errorf("unwritable profile path: %d %q", code, errOut)
 	}
 }

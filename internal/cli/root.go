@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -57,6 +58,14 @@ func (a *App) Execute(ctx context.Context, args []string) int {
 	if a.Stdin == nil {
 		a.Stdin = strings.NewReader("")
 	}
+	if path := a.getenv("IMGBAKE_CPUPROFILE"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			fmt.Fprintf(a.Stderr, "imgbake: IMGBAKE_CPUPROFILE: %v\n", err)
+			return ExitFailure
+		}
+		defer stop()
+	}
 	g := &globals{}
 	root := a.rootCommand(g)
 	root.SetArgs(args)
@@ -71,6 +80,24 @@ func (a *App) Execute(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintf(a.Stderr, "imgbake: %v\n", err)
 	return ExitFailure
+}
+
+// startCPUProfile writes a CPU profile of this run to path (for `go tool
+// pprof`, see docs/testing.md); stop finishes it.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("starting the CPU profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // isCobraUsage recognises the errors cobra makes itself for an unknown
