@@ -90,7 +90,7 @@ func PrepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	return b, nil
 }
 
-func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (*Base, error) {
+func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) (_ *Base, err error) {
 	log := o.Log
 	f, err := os.Open(input)
 	if err != nil {
@@ -109,15 +109,15 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, fmt.Errorf("reading base image: %w", err)
 	}
 
-	hashStart := time.Now()
-	bar := progress.New(o.Progress, "hashing "+filepath.Base(input), fi.Size())
-	h := sha256.New()
-	if _, err := io.Copy(progress.NewWriter(h, bar), io.NewSectionReader(f, 0, fi.Size())); err != nil {
-		return nil, fmt.Errorf("hashing base image: %w", err)
+	sum, remember, err := inputSHA256(ctx, f, fi, input, cacheDir, o)
+	if err != nil {
+		return nil, err
 	}
-	bar.Done()
-	sum := hex.EncodeToString(h.Sum(nil))
-	log.Debug("hashed base image", "took", time.Since(hashStart), "size", fi.Size())
+	defer func() {
+		if err == nil { // a base that fails leaves nothing in the cache
+			remember()
+		}
+	}()
 	head := make([]byte, compression.HeadSize)
 	n, _ := f.ReadAt(head, 0)
 	if err := verifyInput(input, sum, format, head[:n], o); err != nil {
@@ -154,6 +154,34 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	}
 	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
 	return &Base{Path: cached, Input: input, InputSHA256: sum, Size: size, Format: format}, nil
+}
+
+// inputSHA256 returns the sha256 of the input file f: the one remembered
+// in cacheDir when f is the same file, unchanged, as when it was hashed
+// (see fileIdentity), else hashed now. remember records a sum just
+// computed; call it once the base is known to be good.
+func inputSHA256(ctx context.Context, f *os.File, fi os.FileInfo, input, cacheDir string, o PrepareOptions) (sum string, remember func(), err error) {
+	remember = func() {}
+	id, known := identityOf(fi)
+	if known && cacheDir != "" {
+		if sum := rememberedSHA256(cacheDir, id); sum != "" {
+			o.Log.Debug("base image unchanged since it was hashed: reusing its sha256", "input", input, "sha256", sum)
+			return sum, remember, nil
+		}
+	}
+	start := time.Now()
+	bar := progress.New(o.Progress, "hashing "+filepath.Base(input), fi.Size())
+	h := sha256.New()
+	if _, err := io.Copy(progress.NewWriter(h, bar), io.NewSectionReader(ctxReaderAt{ctx, f}, 0, fi.Size())); err != nil {
+		return "", nil, fmt.Errorf("hashing base image: %w", err)
+	}
+	bar.Done()
+	sum = hex.EncodeToString(h.Sum(nil))
+	o.Log.Debug("hashed base image", "took", time.Since(start), "size", fi.Size())
+	if known && cacheDir != "" {
+		remember = func() { rememberSHA256(cacheDir, f, id, start, sum, o.Log) }
+	}
+	return sum, remember, nil
 }
 
 // checkAllocation makes sure, once per base (a stamp in cacheDir records

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/imgbake/imgbake/internal/fixture"
 )
@@ -86,7 +87,128 @@ func TestPrepareBaseFormats(t *testing.T) {
 			if sha(mustRead(t, in)) != inSum {
 				t.Error("input changed")
 			}
+			// The input may be remembered (TestPrepareBaseRemembersInput)
+			// when the machine took racyWindow to get here.
+			recs, _ := filepath.Glob(filepath.Join(cache, "input-*.json"))
+			for _, r := range recs {
+				os.Remove(r)
+			}
 			assertOnly(t, cache, inSum+"-"+strconv.FormatInt(b.Size, 10)+".cells", inSum+".img")
+		})
+	}
+}
+
+// TestPrepareBaseRemembersInput: the input's sha256 is remembered in the
+// cache with the file's identity and reused without reading the file while
+// the file is unchanged; any change (touch, a write that keeps the size
+// and the mtime, a replacement) makes PrepareBase hash it again.
+// --base-sha256 is checked against the remembered sum.
+func TestPrepareBaseRemembersInput(t *testing.T) {
+	fixture.NeedTools(t, "xz")
+	old := racyWindow
+	racyWindow = 50 * time.Millisecond
+	t.Cleanup(func() { racyWindow = old })
+	dir := t.TempDir()
+	raw, _ := testRaw(t, dir)
+	cache := filepath.Join(dir, "cache")
+	for _, in := range []string{raw, raw + ".xz"} {
+		t.Run(filepath.Ext(in), func(t *testing.T) {
+			if in != raw {
+				sh(t, "xz -1 -T2 --block-size=1MiB -c "+raw+" > "+in)
+			}
+			fresh := func() string { return sha(mustRead(t, in)) }
+			prepare := func(o PrepareOptions) (*Base, error) {
+				return PrepareBase(context.Background(), in, cache, o)
+			}
+			// Changed within racyWindow before it was hashed: not
+			// remembered (the window is an hour here, so the test does not
+			// depend on the machine's speed).
+			racyWindow = time.Hour
+			b, err := prepare(PrepareOptions{})
+			racyWindow = 50 * time.Millisecond
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := os.Stat(in)
+			id, ok := identityOf(st)
+			if !ok {
+				t.Skip("no file identity on this platform: the input is hashed every time")
+			}
+			rec := inputRecordPath(cache, id)
+			if _, err := os.Stat(rec); err == nil {
+				t.Fatalf("%s remembered although it changed just before it was hashed", in)
+			}
+			time.Sleep(2 * racyWindow)
+			if b, err = prepare(PrepareOptions{}); err != nil || b.InputSHA256 != fresh() {
+				t.Fatalf("prepare: %v, sum %s", err, b.InputSHA256)
+			}
+			if _, err := os.Stat(rec); err != nil {
+				t.Fatalf("sha256 not remembered: %v", err)
+			}
+			// Reused without reading the file: a planted sum comes back.
+			planted := strings.Repeat("ab", 32)
+			plant := func() {
+				t.Helper()
+				data := mustRead(t, rec)
+				if err := os.WriteFile(rec, bytes.Replace(data, []byte(fresh()), []byte(planted), 1), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			plant()
+			if in == raw { // a compressed input's planted sum has no cached image
+				b, err := prepare(PrepareOptions{})
+				if err != nil || b.InputSHA256 != planted {
+					t.Fatalf("unchanged input: sum %v (%v), want the remembered %s", b, err, planted)
+				}
+				if _, err := prepare(PrepareOptions{SHA256: fresh()}); err == nil || !strings.Contains(err.Error(), "not the expected") {
+					t.Errorf("--base-sha256 of the file's content accepted against a different remembered sum: %v", err)
+				}
+				if _, err := prepare(PrepareOptions{SHA256: planted}); err != nil {
+					t.Errorf("--base-sha256 equal to the remembered sum: %v", err)
+				}
+			}
+			check := func(what string) {
+				t.Helper()
+				b, err := prepare(PrepareOptions{})
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				if b.InputSHA256 != fresh() {
+					t.Errorf("%s: sum %s, want the file's %s: not hashed again", what, b.InputSHA256, fresh())
+				}
+			}
+			// touch
+			time.Sleep(2 * racyWindow)
+			plant()
+			now := time.Now()
+			if err := os.Chtimes(in, now, now); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * racyWindow)
+			check("touched")
+			// A write in place that keeps the size and puts the mtime back:
+			// the ctime still moves.
+			if in == raw {
+				plant()
+			} // else the true sum stays remembered, and names a cached image
+			st, _ = os.Stat(in)
+			f, err := os.OpenFile(in, os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte{0xfd, '7', 'z', 'X'}, 100); err != nil { // keeps the xz magic valid
+				t.Fatal(err)
+			}
+			f.Close()
+			if err := os.Chtimes(in, st.ModTime(), st.ModTime()); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * racyWindow)
+			if in == raw {
+				check("modified, mtime restored")
+			} else if _, err := prepare(PrepareOptions{}); err == nil {
+				t.Error("a corrupted .xz with its mtime restored was used: its remembered sum was trusted")
+			}
 		})
 	}
 }

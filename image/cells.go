@@ -2,6 +2,7 @@ package image
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -140,19 +141,31 @@ func loadCells(path string, size int64) (*cellSums, error) {
 
 // saveCells writes cs to path under a temporary name, then renames it.
 func saveCells(path string, cs *cellSums) error {
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "%s %d %d\n", cellsMagic, cellSize, cs.size)
+	for _, s := range cs.sums {
+		buf.Write(s[:])
+	}
+	return writeCacheFile(path, buf.Bytes())
+}
+
+// writeCacheFile writes a small file of the cache (checksums, a stamp)
+// under a temporary name, then renames it, so that a reader finds the old
+// file, the new one or none, never part of one. It is not synced: a cache
+// file lost in a crash is computed again, and every reader checks what it
+// reads.
+func writeCacheFile(path string, data []byte) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), tempPattern(path, ""))
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	w := bufio.NewWriter(tmp)
-	fmt.Fprintf(w, "%s %d %d\n", cellsMagic, cellSize, cs.size)
-	for _, s := range cs.sums {
-		w.Write(s[:])
-	}
-	err = w.Flush()
+	_, err = tmp.Write(data)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
 	}
 	if err != nil {
 		return err
