@@ -144,7 +144,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 	}
 	log.Info("decompressing base image", "input", input, "format", format, "cache", cached)
 	start := time.Now()
-	size, err := decompressToCache(ctx, f, fi.Size(), format, cached, o)
+	size, cells, err := decompressToCache(ctx, f, fi.Size(), format, cached, o)
 	if err != nil {
 		if errors.Is(err, compression.ErrTruncated) {
 			return nil, fmt.Errorf("decompressing %s: this looks like a truncated download: the %s data of its %d bytes ends early; download it again (%w)",
@@ -153,7 +153,7 @@ func prepareBase(ctx context.Context, input, cacheDir string, o PrepareOptions) 
 		return nil, fmt.Errorf("decompressing %s: %w", input, err)
 	}
 	log.Debug("decompressed base image", "took", time.Since(start), "size", size)
-	return &Base{Path: cached, Input: input, InputSHA256: sum, Size: size, Format: format}, nil
+	return &Base{Path: cached, Input: input, InputSHA256: sum, Size: size, Format: format, cells: cells}, nil
 }
 
 // inputSHA256 returns the sha256 of the input file f: the one remembered
@@ -247,11 +247,13 @@ func verifyInput(input, sum string, format compression.Format, head []byte, o Pr
 }
 
 // decompressToCache decompresses f into a temporary file in the directory
-// of dst, then renames it to dst. On error nothing is left behind.
-func decompressToCache(ctx context.Context, f *os.File, size int64, format compression.Format, dst string, o PrepareOptions) (n int64, err error) {
+// of dst, then renames it to dst, and returns the image's size and the
+// checksums of its cells, computed from the bytes as they are decompressed.
+// On error nothing is left behind.
+func decompressToCache(ctx context.Context, f *os.File, size int64, format compression.Format, dst string, o PrepareOptions) (n int64, cells *cellSums, err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(dst), tempPattern(dst, ""))
 	if err != nil {
-		return 0, fmt.Errorf("creating cache file: %w", err)
+		return 0, nil, fmt.Errorf("creating cache file: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -259,109 +261,150 @@ func decompressToCache(ctx context.Context, f *os.File, size int64, format compr
 			os.Remove(tmp.Name())
 		}
 	}()
+	var ch *cellHasher
 	switch format {
 	case compression.XZ:
-		n, err = decompressXZ(ctx, f, size, tmp, o)
+		n, ch, err = decompressXZ(ctx, f, size, tmp, o)
 	case compression.Zip:
-		n, err = decompressZip(ctx, f, size, tmp, o)
+		n, ch, err = decompressZip(ctx, f, size, tmp, o)
 	default:
-		n, err = decompressStream(ctx, f, size, format, tmp, o)
+		n, ch, err = decompressStream(ctx, f, size, format, tmp, o)
 	}
 	if err != nil {
-		return 0, err
+		return 0, nil, err
+	}
+	if cells, err = ch.finish(ctx, tmp, n); err != nil {
+		return 0, nil, fmt.Errorf("checksumming base image: %w", err)
 	}
 	// The cache copy is the source of every image built from this base: make
 	// sure it is on disk before it gets its final name.
 	syncStart := time.Now()
 	if err := tmp.Sync(); err != nil {
-		return 0, fmt.Errorf("writing cache file: %w", err)
+		return 0, nil, fmt.Errorf("writing cache file: %w", err)
 	}
 	o.Log.Debug("synced cache file", "took", time.Since(syncStart))
 	if err := tmp.Chmod(0o444); err != nil {
-		return 0, fmt.Errorf("writing cache file: %w", err)
+		return 0, nil, fmt.Errorf("writing cache file: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return 0, fmt.Errorf("writing cache file: %w", err)
+		return 0, nil, fmt.Errorf("writing cache file: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return 0, fmt.Errorf("storing cache file: %w", err)
+		return 0, nil, fmt.Errorf("storing cache file: %w", err)
 	}
-	return n, nil
+	return n, cells, nil
 }
 
-// decompressXZ decodes the blocks of a multi-block .xz file in parallel,
-// falling back to the streaming reader for single-block files and layouts
-// the parallel decoder does not handle.
-func decompressXZ(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
+// decompressXZ decodes an .xz file with the xz program on every CPU when
+// it is installed; else it decodes the blocks of a multi-block file in
+// parallel in Go, falling back to the streaming reader for single-block
+// files and layouts the parallel decoder does not handle.
+func decompressXZ(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, *cellHasher, error) {
+	bar := progress.New(o.Progress, "decompressing", size)
+	r, err := compression.NewXZProgramReader(ctx, progress.NewReader(io.NewSectionReader(f, 0, size), bar))
+	if err != nil {
+		return 0, nil, err
+	}
+	if r != nil {
+		o.Log.Debug("decompressing with the xz program, on every CPU")
+		defer bar.Done()
+		defer r.Close()
+		return copySparse(ctx, out, r)
+	}
 	start := func(total int64) (*progress.Bar, error) {
 		if err := out.Truncate(total); err != nil {
 			return nil, fmt.Errorf("writing cache file: %w", err)
 		}
 		return progress.New(o.Progress, "decompressing", total), nil
 	}
-	n, err := compression.DecodeXZBlocks(ctx, f, size, sparseAt{out}, start)
+	ch := newCellHasher(sparseAt{out})
+	n, err := compression.DecodeXZBlocks(ctx, f, size, ch, start)
 	if !errors.Is(err, compression.ErrXZSequential) {
-		return n, err
+		return n, ch, err
 	}
 	if err := out.Truncate(0); err != nil {
-		return 0, fmt.Errorf("writing cache file: %w", err)
+		return 0, nil, fmt.Errorf("writing cache file: %w", err)
 	}
 	return decompressStream(ctx, f, size, compression.XZ, out, o)
 }
 
 // decompressStream decodes a gz, zst or xz stream into out, leaving holes
 // for zero runs.
-func decompressStream(ctx context.Context, f *os.File, size int64, format compression.Format, out *os.File, o PrepareOptions) (int64, error) {
+func decompressStream(ctx context.Context, f *os.File, size int64, format compression.Format, out *os.File, o PrepareOptions) (int64, *cellHasher, error) {
 	bar := progress.New(o.Progress, "decompressing", size)
 	defer bar.Done()
 	in := bufio.NewReaderSize(progress.NewReader(io.NewSectionReader(f, 0, size), bar), 1<<20)
 	r, err := compression.NewReader(format, in)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer r.Close()
 	return copySparse(ctx, out, r)
 }
 
-// copySparse copies r into the empty file out, leaving holes for zero runs.
-func copySparse(ctx context.Context, out *os.File, r io.Reader) (int64, error) {
-	sw := &sparseWriter{f: out}
-	buf := make([]byte, 1<<20)
+// copySparse copies r into the empty file out, leaving holes for zero
+// runs, and hashes its cells on the way.
+func copySparse(ctx context.Context, out *os.File, r io.Reader) (int64, *cellHasher, error) {
+	ch := newCellHasher(sparseAt{out})
+	buf := make([]byte, cellSize)
+	var off int64
 	for {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
-		n, err := r.Read(buf)
+		// Whole cells at a time where the reader allows, so that a cell of
+		// zeros is known without hashing it.
+		n, err := fill(r, buf)
 		if n > 0 {
-			if _, werr := sw.Write(buf[:n]); werr != nil {
-				return 0, fmt.Errorf("writing cache file: %w", werr)
+			if _, werr := ch.WriteAt(buf[:n], off); werr != nil {
+				return 0, nil, fmt.Errorf("writing cache file: %w", werr)
 			}
+			off += int64(n)
 		}
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return 0, fmt.Errorf("%w: %w", compression.ErrTruncated, err)
+				return 0, nil, fmt.Errorf("%w: %w", compression.ErrTruncated, err)
 			}
-			return 0, fmt.Errorf("%w (the file is truncated or corrupt)", err)
+			return 0, nil, fmt.Errorf("%w (the file is truncated or corrupt)", err)
 		}
 	}
-	return sw.off, sw.finish()
+	// Zeros at the end were not written: the size makes them a hole.
+	if err := out.Truncate(off); err != nil {
+		return 0, nil, fmt.Errorf("writing cache file: %w", err)
+	}
+	return off, ch, nil
+}
+
+// fill reads from r until buf is full or r fails, and returns r's own
+// error (io.EOF at the end; io.ReadFull would turn a reader's
+// io.ErrUnexpectedEOF, a truncated stream, into a short last read).
+func fill(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 // decompressZip extracts the one .img file of a zip archive.
-func decompressZip(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, error) {
+func decompressZip(ctx context.Context, f *os.File, size int64, out *os.File, o PrepareOptions) (int64, *cellHasher, error) {
 	rc, name, usize, err := compression.OpenZipImage(f, size)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer rc.Close()
 	bar := progress.New(o.Progress, "decompressing", usize)
 	defer bar.Done()
-	n, err := copySparse(ctx, out, progress.NewReader(rc, bar))
+	n, ch, err := copySparse(ctx, out, progress.NewReader(rc, bar))
 	if err != nil {
-		return 0, fmt.Errorf("extracting %s: %w", name, err)
+		return 0, nil, fmt.Errorf("extracting %s: %w", name, err)
 	}
-	return n, nil
+	return n, ch, nil
 }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/imgbake/imgbake/internal/fixture"
+	"github.com/imgbake/imgbake/internal/progress"
 )
 
 // testRaw writes a 12 MiB image of compressible data with large zero runs.
@@ -33,32 +36,52 @@ func TestPrepareBaseFormats(t *testing.T) {
 	fixture.NeedTools(t, "xz", "gzip", "zstd", "zip")
 	dir := t.TempDir()
 	raw, data := testRaw(t, dir)
-	cases := []struct {
+	type tc struct {
 		name string
 		make func(out string)
-	}{
-		{"xz-multiblock-crc64", func(o string) { sh(t, "xz -1 -T2 --block-size=1MiB -c "+raw+" > "+o) }},
-		{"xz-crc32", func(o string) { sh(t, "xz -1 -C crc32 --block-size=3MiB -c "+raw+" > "+o) }},
-		{"xz-sha256", func(o string) { sh(t, "xz -1 -C sha256 --block-size=2MiB -c "+raw+" > "+o) }},
-		{"xz-nocheck", func(o string) { sh(t, "xz -1 -C none --block-size=2MiB -c "+raw+" > "+o) }},
-		{"xz-single-block", func(o string) { sh(t, "xz -1 -T1 -c "+raw+" > "+o) }},
-		{"xz-two-streams-padded", func(o string) {
+		goXZ bool // decode .xz in Go: no xz program on PATH
+	}
+	cases := []tc{
+		{name: "xz-multiblock-crc64", make: func(o string) { sh(t, "xz -1 -T2 --block-size=1MiB -c "+raw+" > "+o) }},
+		{name: "xz-crc32", make: func(o string) { sh(t, "xz -1 -C crc32 --block-size=3MiB -c "+raw+" > "+o) }},
+		{name: "xz-sha256", make: func(o string) { sh(t, "xz -1 -C sha256 --block-size=2MiB -c "+raw+" > "+o) }},
+		{name: "xz-nocheck", make: func(o string) { sh(t, "xz -1 -C none --block-size=2MiB -c "+raw+" > "+o) }},
+		{name: "xz-single-block", make: func(o string) { sh(t, "xz -1 -T1 -c "+raw+" > "+o) }},
+		{name: "xz-two-streams-padded", make: func(o string) {
 			sh(t, "head -c 5000000 "+raw+" | xz -1 --block-size=1MiB > "+o+
 				" && printf '\\0\\0\\0\\0\\0\\0\\0\\0' >> "+o+" && tail -c +5000001 "+raw+" | xz -1 --block-size=1MiB >> "+o)
 		}},
-		{"gzip", func(o string) { sh(t, "gzip -1 -c "+raw+" > "+o) }},
-		{"zstd", func(o string) { sh(t, "zstd -q -c "+raw+" > "+o) }},
-		{"zip", func(o string) { sh(t, "cd "+dir+" && zip -q "+o+".zip base.img && mv "+o+".zip "+o) }},
+		{name: "gzip", make: func(o string) { sh(t, "gzip -1 -c "+raw+" > "+o) }},
+		{name: "zstd", make: func(o string) { sh(t, "zstd -q -c "+raw+" > "+o) }},
+		{name: "zip", make: func(o string) { sh(t, "cd "+dir+" && zip -q "+o+".zip base.img && mv "+o+".zip "+o) }},
+	}
+	for _, c := range cases {
+		if strings.HasPrefix(c.name, "xz-") {
+			cases = append(cases, tc{name: c.name + "-go", make: c.make, goXZ: true})
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			in := filepath.Join(t.TempDir(), "in")
 			c.make(in)
+			if c.goXZ {
+				t.Setenv("PATH", t.TempDir())
+			}
 			inSum := sha(mustRead(t, in))
 			cache := filepath.Join(t.TempDir(), "cache")
-			b, err := PrepareBase(context.Background(), in, cache, PrepareOptions{})
+			var logged bytes.Buffer
+			b, err := PrepareBase(context.Background(), in, cache, PrepareOptions{
+				Log: slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 			if err != nil {
 				t.Fatal(err)
+			}
+			// xz is decoded by the xz program when it is installed.
+			if strings.HasPrefix(c.name, "xz-") && strings.Contains(logged.String(), "with the xz program") == c.goXZ {
+				t.Errorf("xz program used: %v, want %v:\n%s", !c.goXZ, !c.goXZ, logged.String())
+			}
+			// The cells are hashed while decompressing, not read back after.
+			if strings.Contains(logged.String(), "computed the base's cell checksums") {
+				t.Errorf("the decompressed image was read back for its cell checksums:\n%s", logged.String())
 			}
 			if b.InputSHA256 != inSum || b.Size != int64(len(data)) || filepath.Base(b.Path) != inSum+".img" {
 				t.Errorf("base %+v: want input sum %s, size %d", b, inSum, len(data))
@@ -66,6 +89,17 @@ func TestPrepareBaseFormats(t *testing.T) {
 			got := mustRead(t, b.Path)
 			if !bytes.Equal(got, data) {
 				t.Fatal("decompressed data differs from the original")
+			}
+			// The cells computed while decompressing are those of the file.
+			want, err := computeCells(context.Background(), b.Path, progress.New(nil, "", 0))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.cells == nil || b.cells.size != want.size || !slices.Equal(b.cells.sums, want.sums) {
+				t.Error("the base's cell checksums differ from a computation over the decompressed image")
+			}
+			if cached, err := loadCells(filepath.Join(cache, inSum+"-"+strconv.FormatInt(b.Size, 10)+".cells"), b.Size); err != nil || !slices.Equal(cached.sums, want.sums) {
+				t.Errorf("cached cell checksums: %v", err)
 			}
 			var st syscall.Stat_t
 			if err := syscall.Stat(b.Path, &st); err != nil {
@@ -255,7 +289,16 @@ func TestPrepareBaseBadArchives(t *testing.T) {
 		"corrupt.xz": "corrupt",
 	}
 	for name, want := range cases {
+		if strings.HasSuffix(name, ".xz") { // and with the Go decoder
+			cases[name+"-go"] = want
+		}
+	}
+	for name, want := range cases {
 		t.Run(name, func(t *testing.T) {
+			if n, ok := strings.CutSuffix(name, "-go"); ok {
+				name = n
+				t.Setenv("PATH", t.TempDir())
+			}
 			cache := filepath.Join(t.TempDir(), "cache")
 			_, err := PrepareBase(context.Background(), filepath.Join(dir, name), cache, PrepareOptions{})
 			if err == nil || !strings.Contains(err.Error(), want) {

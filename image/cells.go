@@ -186,6 +186,10 @@ func (b *Base) attachCells(ctx context.Context, cacheDir string, o PrepareOption
 			return nil
 		}
 	}
+	if b.cells != nil { // computed while decompressing
+		b.saveCells(path, cacheDir, o)
+		return nil
+	}
 	start := time.Now()
 	bar := progress.New(o.Progress, "checksumming base", b.Size)
 	cs, err := computeCells(ctx, b.Path, bar)
@@ -198,14 +202,20 @@ func (b *Base) attachCells(ctx context.Context, cacheDir string, o PrepareOption
 		return fmt.Errorf("checksumming base image: %s is %d bytes, expected %d: it changed while in use", b.Path, cs.size, b.Size)
 	}
 	b.cells = cs
-	if path != "" {
-		if err := os.MkdirAll(cacheDir, 0o755); err == nil {
-			if err := saveCells(path, cs); err != nil {
-				o.Log.Warn("cannot cache the base's checksums", "error", err)
-			}
+	b.saveCells(path, cacheDir, o)
+	return nil
+}
+
+// saveCells stores b's cell checksums at path in cacheDir ("" = nowhere).
+func (b *Base) saveCells(path, cacheDir string, o PrepareOptions) {
+	if path == "" {
+		return
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err == nil {
+		if err := saveCells(path, b.cells); err != nil {
+			o.Log.Warn("cannot cache the base's checksums", "error", err)
 		}
 	}
-	return nil
 }
 
 // trackedFile is the image Build writes: the writers (partition table,

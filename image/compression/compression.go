@@ -251,8 +251,27 @@ type programReader struct {
 	done   bool
 }
 
+// NewXZProgramReader decodes the .xz data of r with the xz program, on
+// every CPU (-T0): several times faster than the Go decoder. It returns
+// nil, nil when xz is not installed. A truncated stream is an error
+// wrapping ErrTruncated.
+func NewXZProgramReader(ctx context.Context, r io.Reader) (io.ReadCloser, error) {
+	prog, err := exec.LookPath("xz")
+	if err != nil {
+		return nil, nil
+	}
+	return startProgramStdin(ctx, r, prog, "-dc", "-T0")
+}
+
 func startProgram(ctx context.Context, prog string, args ...string) (io.ReadCloser, error) {
+	return startProgramStdin(ctx, nil, prog, args...)
+}
+
+// startProgramStdin starts prog with stdin (nil = none) and returns its
+// stdout.
+func startProgramStdin(ctx context.Context, stdin io.Reader, prog string, args ...string) (io.ReadCloser, error) {
 	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Stdin = stdin
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -270,7 +289,11 @@ func (p *programReader) Read(b []byte) (int, error) {
 	if err == io.EOF && !p.done {
 		p.done = true
 		if werr := p.cmd.Wait(); werr != nil {
-			return n, fmt.Errorf("decompressing: %s: %w", strings.TrimSpace(p.stderr.String()), werr)
+			msg := strings.TrimSpace(p.stderr.String())
+			if strings.Contains(msg, "Unexpected end of input") { // xz's word for it
+				return n, fmt.Errorf("decompressing: %s: %w: %w", msg, ErrTruncated, werr)
+			}
+			return n, fmt.Errorf("decompressing: %s: %w", msg, werr)
 		}
 	}
 	return n, err
