@@ -308,7 +308,7 @@ func (b *builder) makeImage(ctx context.Context) (*trackedFile, int64, bool, err
 		return nil, 0, false, err
 	}
 	bar := progress.New(o.Progress, "copying base image", size)
-	err = cloneFile(img, src, size, bar)
+	err = cloneFile(ctx, img, src, size, bar)
 	bar.Done()
 	if err != nil {
 		img.Close()

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,8 +20,8 @@ const copyPiece = 32 << 20
 // cloneFile makes dst (empty, open for writing) a copy of src: a reflink
 // (FICLONE) where the filesystem offers it, else a copy of only the data
 // ranges (SEEK_DATA/SEEK_HOLE) with copy_file_range on every core, so holes
-// stay holes.
-func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
+// stay holes. It stops between pieces once ctx is done.
+func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
 	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err == nil {
 		bar.Add(size)
 		return nil
@@ -65,13 +66,16 @@ func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
 		})
 	}
 	for _, p := range pieces {
+		if ctx.Err() != nil {
+			break
+		}
 		work <- p
 	}
 	close(work)
 	if err := g.Wait(); err != nil {
 		return fmt.Errorf("copying data: %w", err)
 	}
-	return nil
+	return ctx.Err()
 }
 
 // copyRange copies the bytes [p[0], p[1]) of src to the same offsets of

@@ -3,6 +3,7 @@
 package image
 
 import (
+	"context"
 	"io"
 	"os"
 
@@ -10,7 +11,7 @@ import (
 )
 
 // cloneFile copies src into the empty file dst, leaving holes for zeros.
-func cloneFile(dst, src *os.File, size int64, bar *progress.Bar) error {
+func cloneFile(_ context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
 	sw := &sparseWriter{f: dst}
 	if _, err := io.CopyBuffer(sw, progress.NewReader(io.NewSectionReader(src, 0, size), bar), make([]byte, 1<<20)); err != nil {
 		return err

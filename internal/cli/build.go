@@ -1,14 +1,19 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 
 	"github.com/imgbake/imgbake/firstboot"
 	"github.com/imgbake/imgbake/image"
@@ -23,6 +28,8 @@ import (
 type buildOptions struct {
 	profile, base, out, k3sBinary, airgap, size, compress, cacheDir, profilesDir string
 	all                                                                          bool
+	// jobs is how many nodes are built at once (0 = one per CPU, up to 4).
+	jobs int
 	// dryRun checks and prints what would be built, writing nothing
 	// (imgbake check).
 	dryRun     bool
@@ -76,6 +83,7 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.compress, "compress", "", "compress the image: xz or zst")
 	cmd.RegisterFlagCompletionFunc("compress", cobra.FixedCompletions([]string{"xz", "zst"}, cobra.ShellCompDirectiveNoFileComp))
 	f.StringVar(&o.imgbakeBinary, "imgbake-binary", "", "imgbake for a netboot server node's architecture (default: this one, or imgbake-linux-ARCH beside it)")
+	f.IntVarP(&o.jobs, "jobs", "j", 0, "build this many nodes at once (default: one per CPU, at most 4; 1 with --compress)")
 	f.BoolVar(&o.sha256, "sha256", false, "also compute the whole raw image's sha256 (slower: reads all its data)")
 	f.StringVar(&o.cacheDir, "cache-dir", "", "cache for downloads and decompressed bases (default ~/.cache/imgbake)")
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
@@ -208,10 +216,113 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	nb := &nodeBuild{outDir: outDir, bin: bin, opts: image.BuildOptions{
 		Base: base, Info: info, Size: size, Compress: o.compress, SHA256: o.sha256, Epoch: epoch, Progress: a.Stderr, Log: log,
 	}}
+	parallel := buildParallelism(o.jobs, len(jobs), o.compress)
+	if parallel > 1 {
+		nb.opts.Progress = nil // the bars of several builds would mix
+	}
+	names := make([]string, len(jobs))
 	for i, j := range jobs {
-		if err := a.buildNode(ctx, nb, j, inputs[i]); err != nil {
-			return err
+		names[i] = j.node.Name
+	}
+	return a.buildNodes(ctx, names, outDir, parallel, func(i int, out, errOut io.Writer) error {
+		return a.buildNode(ctx, nb, jobs[i], inputs[i], out, errOut)
+	})
+}
+
+// maxParallelBuilds bounds the nodes built at once by default: each build
+// copies the base's data, so more in flight only share the disk's
+// bandwidth, while a few overlap one node's computing with another's
+// writing and syncing.
+const maxParallelBuilds = 4
+
+// buildParallelism is how many nodes to build at once: --jobs, else one
+// per CPU up to maxParallelBuilds; one with --compress, which already uses
+// every CPU for each image.
+func buildParallelism(flag, jobs int, compress string) int {
+	n := flag
+	if n <= 0 {
+		n = min(runtime.GOMAXPROCS(0), maxParallelBuilds)
+		if compress != "" {
+			n = 1
 		}
+	}
+	return max(1, min(n, jobs))
+}
+
+// nodeResult is what one node's build printed and how it ended.
+type nodeResult struct {
+	out, errOut bytes.Buffer
+	err         error
+	started     bool
+	done        chan struct{}
+}
+
+// buildNodes builds the nodes (build(i, ...) builds names[i] into outDir),
+// parallel at a time, and prints each node's lines in the nodes' order
+// whatever order they finish in. After a failure no further node is
+// started and those in flight finish; every failed node is named. Several
+// builds at once show no progress bars: each node's line appears when it
+// and those before it are done.
+func (a *App) buildNodes(ctx context.Context, names []string, outDir string, parallel int, build func(i int, out, errOut io.Writer) error) error {
+	res := make([]*nodeResult, len(names))
+	for i := range res {
+		res[i] = &nodeResult{done: make(chan struct{})}
+	}
+	slots := make(chan struct{}, parallel)
+	var stop atomic.Bool
+	go func() {
+		for i, r := range res {
+			slots <- struct{}{}
+			if stop.Load() || ctx.Err() != nil {
+				<-slots
+				close(r.done)
+				continue
+			}
+			r.started = true
+			go func() {
+				defer func() { <-slots; close(r.done) }()
+				if r.err = build(i, &r.out, &r.errOut); r.err != nil {
+					stop.Store(true)
+				}
+			}()
+		}
+	}()
+	var failed, notWritten, notStarted []string
+	var errs []error
+	for i, r := range res {
+		<-r.done
+		a.Stdout.Write(r.out.Bytes())
+		a.Stderr.Write(r.errOut.Bytes())
+		name := names[i]
+		switch {
+		case !r.started:
+			notStarted = append(notStarted, name)
+			notWritten = append(notWritten, filepath.Join(outDir, name+".img"))
+		case interrupted(ctx, r.err):
+			notWritten = append(notWritten, filepath.Join(outDir, name+".img"))
+		case r.err != nil:
+			failed = append(failed, name)
+			errs = append(errs, r.err)
+		}
+	}
+	if ctx.Err() != nil && len(notWritten) > 0 {
+		if len(notWritten) == 1 {
+			return fmt.Errorf("interrupted: %s was not written (an earlier one, if any, is unchanged); run the same command again to build it", notWritten[0])
+		}
+		return fmt.Errorf("interrupted: %s were not written (earlier ones, if any, are unchanged); run the same command again to build them", strings.Join(notWritten, ", "))
+	}
+	if len(errs) == 1 && len(notStarted) == 0 {
+		return errs[0]
+	}
+	if len(errs) > 0 {
+		for _, err := range errs {
+			fmt.Fprintf(a.Stderr, "imgbake: %v\n", err)
+		}
+		msg := fmt.Sprintf("%d of %d nodes failed: %s", len(failed), len(names), strings.Join(failed, ", "))
+		if len(notStarted) > 0 {
+			msg += fmt.Sprintf("; not built after the failure: %s", strings.Join(notStarted, ", "))
+		}
+		return errors.New(msg + "; fix what is said above and build those nodes again")
 	}
 	return nil
 }
@@ -263,8 +374,9 @@ type nodeBuild struct {
 	bin    *k3s.Binary
 }
 
-// buildNode plans and writes one node's image and says where it is.
-func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.Input) error {
+// buildNode plans and writes one node's image and says where it is (on
+// out; warnings on errOut).
+func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.Input, out, errOut io.Writer) error {
 	p, err := firstboot.Plan(in)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", j.node.Name, err)
@@ -278,7 +390,7 @@ func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.
 	}
 	res, err := image.Build(ctx, o)
 	if interrupted(ctx, err) {
-		return fmt.Errorf("interrupted: %s was not written (an earlier one, if any, is unchanged); run the same command again to build it", o.Output)
+		return err
 	} else if err != nil {
 		return fmt.Errorf("building %s: %w", j.node.Name, err)
 	}
@@ -289,12 +401,12 @@ func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.
 	if res.SHA256 != "" {
 		what += ", sha256 " + res.SHA256
 	}
-	fmt.Fprintf(a.Stdout, "%s: %s (%s)\n", j.node.Name, res.Image, what)
+	fmt.Fprintf(out, "%s: %s (%s)\n", j.node.Name, res.Image, what)
 	if res.RawKept {
-		fmt.Fprintf(a.Stdout, "%s: %s is the same image and stays (flash uses it)\n", j.node.Name, o.Output)
-		a.warnStale(o.Output, res.Image, o.Output)
+		fmt.Fprintf(out, "%s: %s is the same image and stays (flash uses it)\n", j.node.Name, o.Output)
+		warnStale(errOut, o.Output, res.Image, o.Output)
 	} else {
-		a.warnStale(o.Output, res.Image)
+		warnStale(errOut, o.Output, res.Image)
 	}
 	return nil
 }
@@ -303,10 +415,10 @@ func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.
 // compressed) left by an earlier build: the .bmap and manifest beside it now
 // describe the new image, so it must not be flashed. current are the files
 // that hold the new image; flash uses the last.
-func (a *App) warnStale(output string, current ...string) {
+func warnStale(w io.Writer, output string, current ...string) {
 	for _, p := range []string{output, output + ".xz", output + ".zst"} {
 		if !slices.Contains(current, p) && fileExists(p) {
-			fmt.Fprintf(a.Stderr, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, current[len(current)-1])
+			fmt.Fprintf(w, "imgbake: warning: %s is from an earlier build and no longer matches %s.bmap; delete it (flash uses %s)\n", p, output, current[len(current)-1])
 		}
 	}
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,7 +14,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/imgbake/imgbake/internal/config"
 	"github.com/imgbake/imgbake/internal/fixture"
@@ -216,9 +219,12 @@ func TestBuildEndToEnd(t *testing.T) {
 		t.Errorf("pi0w: %d %s", code, e)
 	}
 
-	code, out, errOut := run(t, env, "build", "-c", cfg, "k1", "k5")
+	code, out, errOut := run(t, env, "build", "-c", cfg, "-j", "2", "k1", "k5")
 	if code != 0 {
 		t.Fatalf("build: exit %d\n%s", code, errOut)
+	}
+	if i1, i5 := strings.Index(out, "k1: "), strings.Index(out, "k5: "); i1 < 0 || i5 < i1 {
+		t.Errorf("built at once, the nodes' lines are not in order:\n%s", out)
 	}
 	for _, s := range []string{out, errOut} {
 		if strings.Contains(s, token) {
@@ -285,6 +291,102 @@ func TestBuildEndToEnd(t *testing.T) {
 	second, _ := os.ReadFile(filepath.Join(dir, "out", "k5.img"))
 	if !bytes.Equal(first, second) {
 		t.Error("rebuilding k5 gave a different image")
+	}
+	// Built one at a time, k1 is the image built beside k5 above.
+	firstK1, _ := os.ReadFile(filepath.Join(dir, "out", "k1.img"))
+	if code, _, e := run(t, env, "build", "-c", cfg, "-j", "1", "k1"); code != 0 {
+		t.Fatalf("rebuild: %s", e)
+	}
+	if second, _ := os.ReadFile(filepath.Join(dir, "out", "k1.img")); !bytes.Equal(firstK1, second) {
+		t.Error("k1 built alone differs from k1 built at the same time as k5")
+	}
+}
+
+// TestBuildNodesScheduling: buildNodes runs at most parallel builds at
+// once, prints each node's lines in the nodes' order whatever order they
+// finish in, names every failed node and starts none after a failure, and
+// on an interrupt returns at once naming the images not written.
+func TestBuildNodesScheduling(t *testing.T) {
+	names := []string{"n1", "n2", "n3", "n4", "n5", "n6"}
+	var inFlight, most atomic.Int32
+	work := func(fail map[int]bool) func(i int, out, errOut io.Writer) error {
+		return func(i int, out, errOut io.Writer) error {
+			n := inFlight.Add(1)
+			defer inFlight.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			time.Sleep(time.Duration(len(names)-i) * 15 * time.Millisecond) // the first finish last
+			if fail[i] {
+				return fmt.Errorf("building %s: disk full", names[i])
+			}
+			fmt.Fprintf(out, "%s: built\n", names[i])
+			fmt.Fprintf(errOut, "%s: warning\n", names[i])
+			return nil
+		}
+	}
+	var o, e bytes.Buffer
+	a := &App{Stdout: &o, Stderr: &e}
+	if err := a.buildNodes(context.Background(), names, "out", 2, work(nil)); err != nil {
+		t.Fatal(err)
+	}
+	var want, wantErr string
+	for _, n := range names {
+		want += n + ": built\n"
+		wantErr += n + ": warning\n"
+	}
+	if o.String() != want || e.String() != wantErr {
+		t.Errorf("output not in the nodes' order:\n%s\n%s", o.String(), e.String())
+	}
+	if most.Load() != 2 {
+		t.Errorf("%d builds at once, want 2", most.Load())
+	}
+
+	// n2 and n3 fail (both in flight at once, n1 built before): both are
+	// named, and none is started after.
+	o.Reset()
+	e.Reset()
+	fail := map[int]bool{1: true, 2: true}
+	err := a.buildNodes(context.Background(), names, "out", 2, func(i int, out, errOut io.Writer) error {
+		if i == 0 {
+			fmt.Fprintf(out, "n1: built\n")
+			return nil
+		}
+		return work(fail)(i, out, errOut)
+	})
+	if err == nil || !strings.Contains(err.Error(), "2 of 6 nodes failed: n2, n3; not built after the failure: n4, n5, n6") {
+		t.Errorf("error %v", err)
+	}
+	for _, s := range []string{"imgbake: building n2: disk full", "imgbake: building n3: disk full"} {
+		if !strings.Contains(e.String(), s) {
+			t.Errorf("stderr lacks %q:\n%s", s, e.String())
+		}
+	}
+	if o.String() != "n1: built\n" {
+		t.Errorf("stdout after a failure:\n%s", o.String())
+	}
+
+	// One node of one: its own error, unchanged.
+	err = a.buildNodes(context.Background(), names[:1], "out", 2, work(map[int]bool{0: true}))
+	if err == nil || err.Error() != "building n1: disk full" {
+		t.Errorf("single failure: %v", err)
+	}
+
+	// Ctrl-C: the builds in flight stop, none starts, and buildNodes
+	// returns at once naming what was not written.
+	ctx, cancel := context.WithCancel(context.Background())
+	started := make(chan struct{}, len(names))
+	go func() { <-started; <-started; cancel() }()
+	t0 := time.Now()
+	err = a.buildNodes(ctx, names, "out", 2, func(i int, out, errOut io.Writer) error {
+		started <- struct{}{}
+		<-ctx.Done()
+		return fmt.Errorf("building %s: %w", names[i], ctx.Err())
+	})
+	if took := time.Since(t0); took > time.Second {
+		t.Errorf("interrupt took %v", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "interrupted: out/n1.img, out/n2.img, out/n3.img, out/n4.img, out/n5.img, out/n6.img were not written") {
+		t.Errorf("interrupt: %v", err)
 	}
 }
 
@@ -452,4 +554,68 @@ func TestBuildArmhfWarnsOnce(t *testing.T) {
 			t.Errorf("%s user-data:\n%s", node, ud)
 		}
 	}
+}
+
+// TestBuildParallelCtrlC: Ctrl-C (SIGINT to the imgbake binary) while
+// several nodes are being built at once stops it within a second; every
+// node's set is then either complete (it verifies) or absent, and no
+// temporary file is left in out/ or the cache.
+func TestBuildParallelCtrlC(t *testing.T) {
+	dir, cfg, k3sBin := localBuild(t)
+	bin := imgbakeBinary(t)
+	out := filepath.Join(dir, "out")
+	nodes := []string{"w1", "w2", "w3", "w4", "w5", "w6"}
+	start := func(nodes ...string) *exec.Cmd {
+		cmd := exec.Command(bin, append([]string{"build", "-c", cfg, "--k3s-binary", k3sBin, "--profile", "worker", "-j", "2"}, nodes...)...)
+		cmd.Env = append(os.Environ(), "HOME="+dir, "SOURCE_DATE_EPOCH=1700000000")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// The base is prepared (decompressed, checked) by a first build.
+	if err := start("w0").Wait(); err != nil {
+		t.Fatalf("first build: %v", err)
+	}
+	cmd := start(nodes...)
+	// Interrupt once the first images are being written.
+	deadline := time.Now().Add(60 * time.Second)
+	for len(leftovers(out)) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(leftovers(out)) == 0 {
+		cmd.Process.Kill()
+		t.Fatal("no image was being written within 60 s")
+	}
+	sent := time.Now()
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if took := time.Since(sent); took > time.Second {
+		t.Errorf("stopped %v after Ctrl-C, want within a second", took)
+	}
+	if err == nil {
+		t.Log("the builds finished before the interrupt landed")
+	}
+	if left := leftovers(out, filepath.Join(dir, ".cache")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	built := 0
+	for _, n := range nodes {
+		img := filepath.Join(out, n+".img")
+		if _, err := os.Stat(img); os.IsNotExist(err) {
+			for _, side := range []string{".bmap", ".manifest.json"} {
+				if _, err := os.Stat(img + side); err == nil {
+					t.Errorf("%s%s without its image", img, side)
+				}
+			}
+			continue
+		}
+		built++
+		if code, o, e := run(t, nil, "verify", img, img); code != 0 || !strings.Contains(o, "OK:") {
+			t.Errorf("%s after Ctrl-C: verify: exit %d %s %s", n, code, o, e)
+		}
+	}
+	t.Logf("%d of %d nodes were complete at the interrupt", built, len(nodes))
 }
