@@ -40,20 +40,9 @@ func TestNetbootEnroll(t *testing.T) {
 	nbRequire(t)
 	e := newEnv(t)
 	ctx := testContext(t)
-	base, err := e.baseImage(ctx, t, "arm64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	standin, err := e.standinBinary(ctx, "arm64")
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := buildNetbootImgbake(ctx, t, e.repo)
 	dir := t.TempDir()
-	// The base, with the nbd module a Raspberry Pi OS kernel has.
-	myBase := filepath.Join(dir, "base.img")
-	nbRun(t, "cp", "--sparse=always", base, myBase)
-	addNBDModule(t, myBase)
+	myBase, standin := e.netbootBase(ctx, t, dir)
 	// The stand-in k3s as the cached release the server builds with (it
 	// has no network to download one).
 	k3sDir := filepath.Join(dir, "cache", "k3s", k3sVersion, "arm64")

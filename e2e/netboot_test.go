@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/imgbake/imgbake/image"
 	"github.com/imgbake/imgbake/image/ext4"
 )
 
@@ -117,69 +118,52 @@ func nbRequire(t *testing.T) {
 // modules.dep.
 func addNBDModule(t *testing.T, img string) {
 	t.Helper()
-	info, err := image.Inspect(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp, _ := info.Partition(info.RootPartition)
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	root, err := ext4.Open(f, rp.Start, rp.Size, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := root.Close(); err != nil {
+	withRoot(t, img, func(root *ext4.FS) {
+		ents, err := root.ReadDir("/usr/lib/modules")
+		if err != nil || len(ents) != 1 {
+			t.Fatalf("kernel modules of the image: %v %v", ents, err)
+		}
+		kver := ents[0].Name
+		dir := "/usr/lib/modules/" + kver
+		dep, err := root.ReadFile(dir + "/modules.dep")
+		if err != nil {
 			t.Fatal(err)
 		}
-	}()
-	ents, err := root.ReadDir("/usr/lib/modules")
-	if err != nil || len(ents) != 1 {
-		t.Fatalf("kernel modules of the image: %v %v", ents, err)
-	}
-	kver := ents[0].Name
-	dir := "/usr/lib/modules/" + kver
-	dep, err := root.ReadFile(dir + "/modules.dep")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(dep, []byte("/nbd.ko")) {
-		return
-	}
-	debs, _ := filepath.Glob(filepath.Join(nbE2ECache(), "arm64", "kernel", "linux-image-*.deb"))
-	if len(debs) == 0 {
-		t.Fatalf("no cached kernel package in %s: run e2e/mkbase.sh fetch arm64", nbE2ECache())
-	}
-	list, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -t`, "sh", debs[0]).Output()
-	if err != nil {
-		t.Fatalf("listing %s: %v", debs[0], err)
-	}
-	var member string
-	for _, l := range strings.Split(string(list), "\n") {
-		if strings.Contains(l, "/modules/"+kver+"/kernel/drivers/block/nbd.ko") {
-			member = l
+		if bytes.Contains(dep, []byte("/nbd.ko")) {
+			return
 		}
-	}
-	if member == "" {
-		t.Fatalf("no nbd module for %s in %s", kver, debs[0])
-	}
-	rel := member[strings.Index(member, "kernel/drivers/block/"):]
-	ko, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO "$2"`, "sh", debs[0], member).Output()
-	if err != nil || len(ko) == 0 {
-		t.Fatalf("extracting %s from %s: %v", member, debs[0], err)
-	}
-	if err := root.MkdirAll(dir+"/kernel/drivers/block", ext4.Attr{Mode: 0o755}); err != nil {
-		t.Fatal(err)
-	}
-	if err := root.WriteFile(dir+"/"+rel, ko, ext4.Attr{Mode: 0o644}); err != nil {
-		t.Fatal(err)
-	}
-	if err := root.WriteFile(dir+"/modules.dep", append(dep, []byte(rel+":\n")...), ext4.Attr{Mode: 0o644}); err != nil {
-		t.Fatal(err)
-	}
+		debs, _ := filepath.Glob(filepath.Join(nbE2ECache(), "arm64", "kernel", "linux-image-*.deb"))
+		if len(debs) == 0 {
+			t.Fatalf("no cached kernel package in %s: run e2e/mkbase.sh fetch arm64", nbE2ECache())
+		}
+		list, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -t`, "sh", debs[0]).Output()
+		if err != nil {
+			t.Fatalf("listing %s: %v", debs[0], err)
+		}
+		var member string
+		for _, l := range strings.Split(string(list), "\n") {
+			if strings.Contains(l, "/modules/"+kver+"/kernel/drivers/block/nbd.ko") {
+				member = l
+			}
+		}
+		if member == "" {
+			t.Fatalf("no nbd module for %s in %s", kver, debs[0])
+		}
+		rel := member[strings.Index(member, "kernel/drivers/block/"):]
+		ko, err := exec.Command("sh", "-c", `dpkg-deb --fsys-tarfile "$1" | tar -xO "$2"`, "sh", debs[0], member).Output()
+		if err != nil || len(ko) == 0 {
+			t.Fatalf("extracting %s from %s: %v", member, debs[0], err)
+		}
+		if err := root.MkdirAll(dir+"/kernel/drivers/block", ext4.Attr{Mode: 0o755}); err != nil {
+			t.Fatal(err)
+		}
+		if err := root.WriteFile(dir+"/"+rel, ko, ext4.Attr{Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+		if err := root.WriteFile(dir+"/modules.dep", append(dep, []byte(rel+":\n")...), ext4.Attr{Mode: 0o644}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 func nbE2ECache() string {
@@ -354,6 +338,15 @@ type piFirmware struct {
 	// does (DHCP DISCOVER with option 97; see TestPiDHCPHelper); with no
 	// answer, piBoot fetches nothing and reports false.
 	dhcp bool
+	// server is the TFTP server's address (default nbServer).
+	server string
+	// firstFiles fetches only config.txt and cmdline.txt, not the kernel
+	// and initramfs; a failed fetch then reports false instead of failing
+	// the test.
+	firstFiles bool
+	// then, if set, runs in the firmware namespace's network setup after
+	// the files came, before the Pi's cable is pulled.
+	then func()
 }
 
 // piBoot is tftpBoot for any Pi: its DHCP request when pi.dhcp, then the
@@ -371,22 +364,36 @@ func piBoot(ctx context.Context, t *testing.T, lan, firmware, dir string, pi piF
 	if pi.dhcp && !piDHCP(ctx, t, firmware, pi) {
 		return bootSpec{}, false
 	}
-	get := func(name string) string {
+	server := cmp.Or(pi.server, nbServer)
+	fetch := func(name string) (string, error) {
 		out := filepath.Join(dir, "tftp-"+filepath.Base(name))
 		var b []byte
 		var err error
 		for try := 0; try < 10; try++ { // the bridge port needs a moment
 			cmd := exec.CommandContext(ctx, "ip", "netns", "exec", firmware, "atftp", "--option", "blksize 1024", "--option", "tsize 0",
-				"-g", "-r", pi.serial+"/"+name, "-l", out, nbServer, "69")
+				"-g", "-r", pi.serial+"/"+name, "-l", out, server, "69")
 			if b, err = cmd.CombinedOutput(); err == nil {
-				return out
+				return out, nil
 			}
 			time.Sleep(time.Second)
 		}
-		t.Fatalf("TFTP %s: %v\n%s", name, err, b)
-		return ""
+		return "", fmt.Errorf("TFTP %s: %v\n%s", name, err, b)
 	}
-	cfg, err := os.ReadFile(get("config.txt"))
+	get := func(name string) string {
+		out, err := fetch(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if pi.firstFiles {
+		get = func(name string) string { out, _ := fetch(name); return out }
+	}
+	cfgPath := get("config.txt")
+	if cfgPath == "" {
+		return bootSpec{}, false
+	}
+	cfg, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,12 +401,21 @@ func piBoot(ctx context.Context, t *testing.T, lan, firmware, dir string, pi piF
 	if err != nil {
 		t.Fatalf("served config.txt: %v\n%s", err, cfg)
 	}
-	cmdline, err := os.ReadFile(get(spec.Cmdline))
+	cmdlinePath := get(spec.Cmdline)
+	if cmdlinePath == "" {
+		return bootSpec{}, false
+	}
+	cmdline, err := os.ReadFile(cmdlinePath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec.Kernel, spec.Initramfs = get(spec.Kernel), get(spec.Initramfs)
+	if !pi.firstFiles {
+		spec.Kernel, spec.Initramfs = get(spec.Kernel), get(spec.Initramfs)
+	}
 	spec.Cmdline = strings.TrimSpace(string(cmdline))
+	if pi.then != nil {
+		pi.then()
+	}
 	return spec, true
 }
 

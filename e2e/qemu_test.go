@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,15 +59,33 @@ type vm struct {
 // test finishes.
 func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bootSpec) *vm {
 	t.Helper()
+	return startVMOn(ctx, t, name, arch, disk, spec, vmNet{})
+}
+
+// vmNet plugs a VM into a network namespace's tap device; the zero value
+// means no network card.
+type vmNet struct {
+	ns, tap, mac string
+	// memMiB is the VM's memory (default 1024).
+	memMiB int
+}
+
+// startVMOn is startVM with a network card (and memory) as n says.
+func startVMOn(ctx context.Context, t *testing.T, name, arch, disk string, spec bootSpec, n vmNet) *vm {
+	t.Helper()
 	q := qemuFor(arch)
 	v := newVM(t, name)
+	nic := []string{"-nic", "none"}
+	if n.tap != "" {
+		nic = []string{"-netdev", "tap,id=n0,ifname=" + n.tap + ",script=no,downscript=no", "-device", "virtio-net-device,netdev=n0,mac=" + n.mac}
+	}
 	// cmdline.txt says console=serial0,115200: on a Pi the firmware
 	// replaces serial0 with the UART's device. Nothing does that on QEMU's
 	// virt board, whose UART is ttyAMA0, so that console is appended; the
 	// rest of the command line is the image's own.
 	args := append(append([]string{}, q.Args...),
-		"-m", "1024", "-smp", "1",
-		"-display", "none", "-no-reboot", "-nic", "none",
+		"-m", strconv.Itoa(cmp.Or(n.memMiB, 1024)), "-smp", "1",
+		"-display", "none", "-no-reboot",
 		"-serial", "stdio",
 		"-monitor", "unix:"+v.monitor+",server=on,wait=off",
 		"-kernel", spec.Kernel, "-initrd", spec.Initramfs,
@@ -74,7 +93,11 @@ func startVM(ctx context.Context, t *testing.T, name, arch, disk string, spec bo
 		"-drive", "if=none,id=hd,format=raw,file="+disk,
 		"-device", "virtio-blk-device,drive=hd",
 	)
+	args = append(args, nic...)
 	v.cmd = exec.Command(q.Binary, args...)
+	if n.ns != "" {
+		v.cmd = exec.Command("ip", append([]string{"netns", "exec", n.ns, q.Binary}, args...)...)
+	}
 	v.run(ctx, t, fmt.Sprintf("booting %s", disk))
 	return v
 }

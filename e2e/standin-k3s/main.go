@@ -211,6 +211,9 @@ func reportMultiUser(ctx context.Context, out io.Writer) {
 	}
 	b, _ := exec.CommandContext(ctx, "systemctl", "show", "userconfig.service", "-p", "LoadState,ActiveState,UnitFileState").Output()
 	emit(out, "multi_user", state+" userconfig: "+strings.Join(strings.Fields(string(b)), " "))
+	// A netboot server node's imgbake-netboot.service, with multi-user.target.
+	b, _ = exec.CommandContext(ctx, "systemctl", "show", "imgbake-netboot.service", "-p", "LoadState,ActiveState,SubState,NRestarts").Output()
+	emit(out, "netboot_svc", strings.Join(strings.Fields(string(b)), " "))
 }
 
 func readTrim(path string) string {
