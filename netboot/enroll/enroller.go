@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // PendingFile is the pending list's name in the server's state directory.
@@ -264,7 +266,7 @@ func (e *Enroller) savePending() {
 	sortPending(list)
 	data, err := json.MarshalIndent(list, "", "  ")
 	if err == nil {
-		err = WriteFileAtomic(e.PendingPath, append(data, '\n'), 0o644)
+		err = tempfile.WriteFile(e.PendingPath, append(data, '\n'), 0o644)
 	}
 	if err != nil {
 		e.log().Warn("enroll: saving the pending list", "err", err)

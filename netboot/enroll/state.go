@@ -7,12 +7,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // DefaultFile is the enrolled-nodes file's name, next to the cluster file.
@@ -144,48 +145,7 @@ func (s *Store) write(st *State) error {
 	if err != nil {
 		return fmt.Errorf("writing enrolled nodes: %w", err)
 	}
-	return WriteFileAtomic(s.Path, append([]byte(header), body...), 0o644)
-}
-
-// WriteFileAtomic replaces path with data durably: a temporary file beside
-// it is written and fsynced, renamed over path, and the directory fsynced.
-// On any error path is unchanged and the temporary file is removed.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("writing %s: syncing its directory: %w", path, err)
-	}
-	defer d.Close()
-	if err = d.Sync(); err != nil {
-		return fmt.Errorf("writing %s: syncing its directory: %w", path, err)
-	}
-	return nil
+	return tempfile.WriteFile(s.Path, append([]byte(header), body...), 0o644)
 }
 
 // lockFile takes an exclusive flock on path (created if needed).

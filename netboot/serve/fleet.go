@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/tempfile"
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/dhcp"
 	"github.com/imgbake/imgbake/netboot/enroll"
@@ -303,7 +304,7 @@ func (s *Server) flushStatus() {
 		err = os.MkdirAll(s.Disks.StateDir, 0o700)
 	}
 	if err == nil {
-		err = enroll.WriteFileAtomic(filepath.Join(s.Disks.StateDir, StatusFile), data, 0o644)
+		err = tempfile.WriteFile(filepath.Join(s.Disks.StateDir, StatusFile), data, 0o644)
 	}
 	if err != nil {
 		s.logger().Warn("netboot: writing the status file", "err", err)
