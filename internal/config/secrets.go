@@ -111,8 +111,8 @@ func WriteSecrets(path string, s *Secrets, force bool) error {
 }
 
 // WriteFile writes data to path through a temp file in the same directory
-// and a rename, so path is either the old or the new content. Unless force is
-// set it refuses to replace an existing file.
+// and a rename (tempfile.WriteFile), so path is either the old or the new
+// content. Unless force is set it refuses to replace an existing file.
 func WriteFile(path string, data []byte, mode os.FileMode, force bool) error {
 	if !force {
 		if _, err := os.Lstat(path); err == nil {
@@ -123,41 +123,15 @@ func WriteFile(path string, data []byte, mode os.FileMode, force bool) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
-	tempfile.RemoveStale(dir, nil)
-	tmp, err := tempfile.Create(path, "")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+	if force {
+		return tempfile.WriteFile(path, data, mode)
 	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
+	err := tempfile.WriteNew(path, data, mode)
+	if errors.Is(err, os.ErrExist) {
+		// It appeared since the check above.
+		return fmt.Errorf("%s already exists; use --force to replace it", path)
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if !force {
-		// Link fails if path appeared meanwhile; rename would clobber it.
-		if err := os.Link(tmp.Name(), path); err != nil {
-			if errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("%s already exists; use --force to replace it", path)
-			}
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
-		return nil
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return err
 }
 
 // yamlQuote writes s as a single-quoted YAML scalar, which holds '$' and
