@@ -3,6 +3,8 @@
 # binary and compare, in the same run:
 #   first node (cold cache: decompress + build)  vs  xz -dc of the base       (goal <= 1.1x)
 #   each further node on ext4 (warm cache)       vs  cp --sparse=always       (goal <= 1.0x)
+#     (also one node at a time, -j 1, and against cp --sparse=always + sync,
+#     which is durable as a build is)
 #   each further node on an XFS loop mount       vs  cp --reflink=always      (goal <= 0.2 s)
 #   build --compress zst / xz                    vs  zstd -T0 -3 / xz -T0 -6 of the raw image
 # The base is the Raspberry Pi OS Bookworm arm64 test fixture grown to
@@ -108,11 +110,20 @@ while [ "$i" -le "$NODES" ]; do extra="$extra n$i"; i=$((i + 1)); done
 extra_n=$((NODES - 1))
 # shellcheck disable=SC2086 # one argument per node
 extra_t=$(pmeasure ext4 "$@" $extra)
+# The same nodes again, one at a time (-j 1), as the copies below are.
+rm -f "$W"/c/out/n[2-9]*.img* "$W"/c/out/n1?*.img*
+# shellcheck disable=SC2086 # one argument per node
+extra1_t=$(measure "$@" -j 1 $extra)
 cached=$(ls "$W"/c/cache/base/*.img)
 # As many copies as further nodes, one after the other, like the builds:
 # the same page cache and writeback pressure.
 cp_t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img")
 cp_t="$(per "$(field "$cp_t" 1)") $(per "$(field "$cp_t" 2)")"
+rm -f "$W"/cp.img.*
+# A build fsyncs its files before it renames them; cp does not. The same
+# copies, each synced (sync FILE fsyncs it), say what durability costs.
+cps_t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i" && sync "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img")
+cps_t="$(per "$(field "$cps_t" 1)") $(per "$(field "$cps_t" 2)")"
 rm -f "$W"/cp.img.* "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
 
 # The same further nodes on XFS with reflinks: the cache (decompressed base
@@ -156,10 +167,14 @@ row "first node (cold cache, from .xz)" "$first_t" "= $(rat "$(field "$first_t" 
 row "cp --sparse=always of the raw base" "$cp_t" "(per copy, $extra_n copies in a row)"
 pw=$(per "$(field "$extra_t" 1)"); pc=$(per "$(field "$extra_t" 2)")
 row "per further node on ext4 ($extra_n nodes)" "$pw $pc" "= $(rat "$pw" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc" "$(field "$cp_t" 2)")x cpu   (goal <= 1.0x)"
+pw1=$(per "$(field "$extra1_t" 1)"); pc1=$(per "$(field "$extra1_t" 2)")
+row "  the same, one at a time (-j 1)" "$pw1 $pc1" "= $(rat "$pw1" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc1" "$(field "$cp_t" 2)")x cpu"
+row "cp --sparse=always + sync of the copy" "$cps_t" "(per copy: durable, as a build is)"
+row "  per further node on ext4 against it" "$pw $pc" "= $(rat "$pw" "$(field "$cps_t" 1)")x wall (-j 1: $(rat "$pw1" "$(field "$cps_t" 1)")x)"
 if [ -n "$xfs" ]; then
 	row "cp --reflink=always on XFS" "$ref_t"
 	xw=$(per "$(field "$xfs_t" 1)"); xc=$(per "$(field "$xfs_t" 2)")
-	row "per further node on XFS ($extra_n nodes)" "$xw $xc" "(goal <= 0.2 s)"
+	row "per further node on XFS ($extra_n nodes)" "$xw $xc" "(goal <= 0.2 s; cp --reflink: $(field "$ref_t" 1) s)"
 fi
 echo "$NODES nodes in all on ext4: $(awk -v a="$(field "$first_t" 1)" -v b="$(field "$extra_t" 1)" 'BEGIN { printf "%.2f", a + b }')s wall"
 row "zstd -T0 -3 of node 1's image" "$zstd_t" "$(size "$W/n1.img.zst")"
