@@ -20,6 +20,7 @@ import (
 
 	"github.com/imgbake/imgbake/image/bmap"
 	"github.com/imgbake/imgbake/internal/progress"
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // cellSize is the granularity of the block maps Build writes: every mapped
@@ -139,38 +140,16 @@ func loadCells(path string, size int64) (*cellSums, error) {
 	return cs, nil
 }
 
-// saveCells writes cs to path under a temporary name, then renames it.
+// saveCells writes cs to path under a temporary name, then renames it
+// (tempfile.WriteFile), so that a reader finds the old file, the new one or
+// none, never part of one.
 func saveCells(path string, cs *cellSums) error {
 	var buf bytes.Buffer
 	fmt.Fprintf(&buf, "%s %d %d\n", cellsMagic, cellSize, cs.size)
 	for _, s := range cs.sums {
 		buf.Write(s[:])
 	}
-	return writeCacheFile(path, buf.Bytes())
-}
-
-// writeCacheFile writes a small file of the cache (checksums, a stamp)
-// under a temporary name, then renames it, so that a reader finds the old
-// file, the new one or none, never part of one. It is not synced: a cache
-// file lost in a crash is computed again, and every reader checks what it
-// reads.
-func writeCacheFile(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), tempPattern(path, ""))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return tempfile.WriteFile(path, buf.Bytes(), 0o644)
 }
 
 // attachCells gives b the checksums of its cells: from the cache file in

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // A base image is gigabytes: reading all of it for its sha256 on every
@@ -86,7 +88,7 @@ func rememberSHA256(cacheDir string, f *os.File, id fileIdentity, start time.Tim
 	if err != nil {
 		return
 	}
-	if err := writeCacheFile(inputRecordPath(cacheDir, id), append(data, '\n')); err != nil {
+	if err := tempfile.WriteFile(inputRecordPath(cacheDir, id), append(data, '\n'), 0o644); err != nil {
 		log.Warn("cannot remember the base's sha256 in the cache; it is hashed again next time", "error", err)
 	}
 }

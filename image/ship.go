@@ -10,6 +10,7 @@ import (
 
 	"github.com/imgbake/imgbake/image/compression"
 	"github.com/imgbake/imgbake/internal/progress"
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // Compressed returns a compressed file of the base, for copying it
@@ -51,7 +52,7 @@ func (b *Base) Compressed(ctx context.Context, cacheDir string, bar io.Writer) (
 	if err := os.Rename(tmp.Name(), dst); err != nil {
 		return "", "", fmt.Errorf("compressing the base image: %w", err)
 	}
-	if err := os.WriteFile(dst+".sha256", []byte(sum+"\n"), 0o644); err != nil {
+	if err := tempfile.WriteFile(dst+".sha256", []byte(sum+"\n"), 0o644); err != nil {
 		return "", "", fmt.Errorf("compressing the base image: %w", err)
 	}
 	return dst, sum, nil

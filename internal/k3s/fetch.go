@@ -118,7 +118,7 @@ func (f *Fetcher) Fetch(ctx context.Context, version, arch string) (*Binary, err
 	if err := os.Rename(tmp, bin); err != nil {
 		return nil, fmt.Errorf("caching k3s: %w", err)
 	}
-	if err := writeAtomic(sumsPath, sums); err != nil {
+	if err := tempfile.WriteFile(sumsPath, sums, 0o644); err != nil {
 		return nil, fmt.Errorf("caching k3s: %w", err)
 	}
 	return &Binary{Path: bin, SHA256: got, Arch: arch, Version: version}, nil
@@ -286,24 +286,4 @@ func (f *Fetcher) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return f.Log
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp, err := tempfile.Create(path, "")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
