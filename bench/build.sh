@@ -108,22 +108,29 @@ extra=""
 i=2
 while [ "$i" -le "$NODES" ]; do extra="$extra n$i"; i=$((i + 1)); done
 extra_n=$((NODES - 1))
+cached=$(ls "$W"/c/cache/base/*.img)
+# cploop [sync]: as many copies of the base as further nodes, one after the
+# other, like the builds (the same page cache and writeback pressure), each
+# synced with "sync": prints the wall and CPU time per copy. What a copy
+# costs depends much on the state of the page cache (reclaim, writeback of
+# what came before), so the plain copies are measured before the builds and
+# after them.
+cploop() {
+	t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; [ -z "$4" ] || sync "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img" "${1:-}")
+	rm -f "$W"/cp.img.*
+	echo "$(per "$(field "$t" 1)") $(per "$(field "$t" 2)")"
+}
+cpa_t=$(cploop)
 # shellcheck disable=SC2086 # one argument per node
 extra_t=$(pmeasure ext4 "$@" $extra)
-# The same nodes again, one at a time (-j 1), as the copies below are.
+# The same nodes again, one at a time (-j 1), as the copies are.
 rm -f "$W"/c/out/n[2-9]*.img* "$W"/c/out/n1?*.img*
 # shellcheck disable=SC2086 # one argument per node
 extra1_t=$(measure "$@" -j 1 $extra)
-cached=$(ls "$W"/c/cache/base/*.img)
-# As many copies as further nodes, one after the other, like the builds:
-# the same page cache and writeback pressure.
-cp_t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img")
-cp_t="$(per "$(field "$cp_t" 1)") $(per "$(field "$cp_t" 2)")"
-rm -f "$W"/cp.img.*
+cp_t=$(cploop)
 # A build fsyncs its files before it renames them; cp does not. The same
 # copies, each synced (sync FILE fsyncs it), say what durability costs.
-cps_t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i" && sync "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img")
-cps_t="$(per "$(field "$cps_t" 1)") $(per "$(field "$cps_t" 2)")"
+cps_t=$(cploop sync)
 rm -f "$W"/cp.img.* "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
 
 # The same further nodes on XFS with reflinks: the cache (decompressed base
@@ -164,11 +171,12 @@ echo "base: $(size "$cached") raw, $(du -h "$cached" | cut -f1) of data, $(du -h
 printf '%-40s %8s %8s\n' "" wall cpu
 row "xz -dc of the base" "$xz_t"
 row "first node (cold cache, from .xz)" "$first_t" "= $(rat "$(field "$first_t" 1)" "$(field "$xz_t" 1)")x xz -dc wall, $(rat "$(field "$first_t" 2)" "$(field "$xz_t" 2)")x cpu   (goal <= 1.1x)"
-row "cp --sparse=always of the raw base" "$cp_t" "(per copy, $extra_n copies in a row)"
+row "cp --sparse=always of the raw base" "$cpa_t" "(per copy, $extra_n copies in a row, before the builds)"
+row "  the same after the builds" "$cp_t"
 pw=$(per "$(field "$extra_t" 1)"); pc=$(per "$(field "$extra_t" 2)")
-row "per further node on ext4 ($extra_n nodes)" "$pw $pc" "= $(rat "$pw" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc" "$(field "$cp_t" 2)")x cpu   (goal <= 1.0x)"
+row "per further node on ext4 ($extra_n nodes)" "$pw $pc" "= $(rat "$pw" "$(field "$cpa_t" 1)")x and $(rat "$pw" "$(field "$cp_t" 1)")x cp wall (before, after)   (goal <= 1.0x)"
 pw1=$(per "$(field "$extra1_t" 1)"); pc1=$(per "$(field "$extra1_t" 2)")
-row "  the same, one at a time (-j 1)" "$pw1 $pc1" "= $(rat "$pw1" "$(field "$cp_t" 1)")x cp wall, $(rat "$pc1" "$(field "$cp_t" 2)")x cpu"
+row "  the same, one at a time (-j 1)" "$pw1 $pc1" "= $(rat "$pw1" "$(field "$cpa_t" 1)")x and $(rat "$pw1" "$(field "$cp_t" 1)")x cp wall"
 row "cp --sparse=always + sync of the copy" "$cps_t" "(per copy: durable, as a build is)"
 row "  per further node on ext4 against it" "$pw $pc" "= $(rat "$pw" "$(field "$cps_t" 1)")x wall (-j 1: $(rat "$pw1" "$(field "$cps_t" 1)")x)"
 if [ -n "$xfs" ]; then
