@@ -565,9 +565,12 @@ func TestBuildParallelCtrlC(t *testing.T) {
 	bin := imgbakeBinary(t)
 	out := filepath.Join(dir, "out")
 	nodes := []string{"w1", "w2", "w3", "w4", "w5", "w6"}
+	var stderr bytes.Buffer
 	start := func(nodes ...string) *exec.Cmd {
 		cmd := exec.Command(bin, append([]string{"build", "-c", cfg, "--k3s-binary", k3sBin, "--profile", "worker", "-j", "2"}, nodes...)...)
 		cmd.Env = append(os.Environ(), "HOME="+dir, "SOURCE_DATE_EPOCH=1700000000")
+		stderr.Reset()
+		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -577,45 +580,61 @@ func TestBuildParallelCtrlC(t *testing.T) {
 	if err := start("w0").Wait(); err != nil {
 		t.Fatalf("first build: %v", err)
 	}
-	cmd := start(nodes...)
-	// Interrupt once the first images are being written.
-	deadline := time.Now().Add(60 * time.Second)
-	for len(leftovers(out)) == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if len(leftovers(out)) == 0 {
-		cmd.Process.Kill()
-		t.Fatal("no image was being written within 60 s")
-	}
-	sent := time.Now()
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	err := cmd.Wait()
-	if took := time.Since(sent); took > time.Second {
-		t.Errorf("stopped %v after Ctrl-C, want within a second", took)
-	}
-	if err == nil {
-		t.Log("the builds finished before the interrupt landed")
-	}
-	if left := leftovers(out, filepath.Join(dir, ".cache")); len(left) > 0 {
-		t.Errorf("left behind: %v", left)
-	}
-	built := 0
-	for _, n := range nodes {
-		img := filepath.Join(out, n+".img")
-		if _, err := os.Stat(img); os.IsNotExist(err) {
-			for _, side := range []string{".bmap", ".manifest.json"} {
-				if _, err := os.Stat(img + side); err == nil {
-					t.Errorf("%s%s without its image", img, side)
+	for _, when := range []struct {
+		name  string
+		ready func() bool
+	}{
+		{"at the first temporary file", func() bool { return len(leftovers(out)) > 0 }},
+		{"once w1 is complete", func() bool { return fileExists(filepath.Join(out, "w1.img.manifest.json")) }},
+	} {
+		t.Run(when.name, func(t *testing.T) {
+			for _, n := range nodes { // each round starts from nothing
+				for _, side := range []string{".img", ".img.bmap", ".img.manifest.json"} {
+					os.Remove(filepath.Join(out, n+side))
 				}
 			}
-			continue
-		}
-		built++
-		if code, o, e := run(t, nil, "verify", img, img); code != 0 || !strings.Contains(o, "OK:") {
-			t.Errorf("%s after Ctrl-C: verify: exit %d %s %s", n, code, o, e)
-		}
+			cmd := start(nodes...)
+			deadline := time.Now().Add(60 * time.Second)
+			for !when.ready() && time.Now().Before(deadline) {
+				time.Sleep(2 * time.Millisecond)
+			}
+			if !when.ready() {
+				cmd.Process.Kill()
+				t.Fatal("not reached within 60 s")
+			}
+			sent := time.Now()
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
+			err := cmd.Wait()
+			if took := time.Since(sent); took > time.Second {
+				t.Errorf("stopped %v after Ctrl-C, want within a second", took)
+			}
+			if err == nil {
+				t.Log("the builds finished before the interrupt landed")
+			} else if !strings.Contains(stderr.String(), "interrupted: ") || !strings.Contains(stderr.String(), filepath.Join(out, "w6.img")) {
+				t.Errorf("stderr does not name the images not written:\n%s", stderr.String())
+			}
+			if left := leftovers(out, filepath.Join(dir, ".cache")); len(left) > 0 {
+				t.Errorf("left behind: %v", left)
+			}
+			built := 0
+			for _, n := range nodes {
+				img := filepath.Join(out, n+".img")
+				if _, err := os.Stat(img); os.IsNotExist(err) {
+					for _, side := range []string{".bmap", ".manifest.json"} {
+						if _, err := os.Stat(img + side); err == nil {
+							t.Errorf("%s%s without its image", img, side)
+						}
+					}
+					continue
+				}
+				built++
+				if code, o, e := run(t, nil, "verify", img, img); code != 0 || !strings.Contains(o, "OK:") {
+					t.Errorf("%s after Ctrl-C: verify: exit %d %s %s", n, code, o, e)
+				}
+			}
+			t.Logf("%d of %d nodes were complete at the interrupt", built, len(nodes))
+		})
 	}
-	t.Logf("%d of %d nodes were complete at the interrupt", built, len(nodes))
 }
