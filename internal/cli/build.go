@@ -216,16 +216,12 @@ func (a *App) runBuild(ctx context.Context, g *globals, o *buildOptions, args []
 	nb := &nodeBuild{outDir: outDir, bin: bin, opts: image.BuildOptions{
 		Base: base, Info: info, Size: size, Compress: o.compress, SHA256: o.sha256, Epoch: epoch, Progress: a.Stderr, Log: log,
 	}}
-	parallel := buildParallelism(o.jobs, len(jobs), o.compress)
-	if parallel > 1 {
-		nb.opts.Progress = nil // the bars of several builds would mix
-	}
 	names := make([]string, len(jobs))
 	for i, j := range jobs {
 		names[i] = j.node.Name
 	}
-	return a.buildNodes(ctx, names, outDir, parallel, func(i int, out, errOut io.Writer) error {
-		return a.buildNode(ctx, nb, jobs[i], inputs[i], out, errOut)
+	return a.buildNodes(ctx, names, outDir, buildParallelism(o.jobs, len(jobs), o.compress), func(i int, prog, out, errOut io.Writer) error {
+		return a.buildNode(ctx, nb, jobs[i], inputs[i], prog, out, errOut)
 	})
 }
 
@@ -257,16 +253,37 @@ type nodeResult struct {
 	done        chan struct{}
 }
 
-// buildNodes builds the nodes (build(i, ...) builds names[i] into outDir),
-// parallel at a time, and prints each node's lines in the nodes' order
-// whatever order they finish in. After a failure no further node is
-// started and those in flight finish; every failed node is named. Several
-// builds at once show no progress bars: each node's line appears when it
-// and those before it are done.
-func (a *App) buildNodes(ctx context.Context, names []string, outDir string, parallel int, build func(i int, out, errOut io.Writer) error) error {
+// buildNodes builds the nodes (build(i, ...) builds names[i] into outDir,
+// drawing its progress on prog), parallel at a time, and prints each node's
+// lines in the nodes' order whatever order they finish in. After a failure
+// no further node is started and those in flight finish; every failed node
+// is named. With several at once on a terminal each node has a progress
+// line, and the nodes' own lines are printed below them at the end.
+func (a *App) buildNodes(ctx context.Context, names []string, outDir string, parallel int, build func(i int, prog, out, errOut io.Writer) error) error {
 	res := make([]*nodeResult, len(names))
 	for i := range res {
 		res[i] = &nodeResult{done: make(chan struct{})}
+	}
+	var lines *progress.Lines
+	progs := make([]io.Writer, len(names))
+	for i := range progs {
+		progs[i] = a.Stderr
+	}
+	if parallel > 1 {
+		for i := range progs {
+			progs[i] = nil // the bars of several builds would mix
+		}
+		if progress.IsTerminal(a.Stderr) {
+			lines = progress.NewLines(a.Stderr)
+			for i, n := range names {
+				progs[i] = lines.Add(n)
+			}
+		}
+	}
+	finish := func(i int, status string) {
+		if ln, ok := progs[i].(*progress.Line); ok {
+			ln.Finish(status)
+		}
 	}
 	slots := make(chan struct{}, parallel)
 	var stop atomic.Bool
@@ -275,18 +292,31 @@ func (a *App) buildNodes(ctx context.Context, names []string, outDir string, par
 			slots <- struct{}{}
 			if stop.Load() || ctx.Err() != nil {
 				<-slots
+				finish(i, "not built")
 				close(r.done)
 				continue
 			}
 			r.started = true
 			go func() {
 				defer func() { <-slots; close(r.done) }()
-				if r.err = build(i, &r.out, &r.errOut); r.err != nil {
+				switch r.err = build(i, progs[i], &r.out, &r.errOut); {
+				case interrupted(ctx, r.err):
+					finish(i, "interrupted")
+				case r.err != nil:
 					stop.Store(true)
+					finish(i, "FAILED")
+				default:
+					finish(i, "done")
 				}
 			}()
 		}
 	}()
+	if lines != nil { // the lines are drawn in place: print below them
+		for _, r := range res {
+			<-r.done
+		}
+		lines.Done()
+	}
 	var failed, notWritten, notStarted []string
 	var errs []error
 	for i, r := range res {
@@ -375,14 +405,14 @@ type nodeBuild struct {
 }
 
 // buildNode plans and writes one node's image and says where it is (on
-// out; warnings on errOut).
-func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.Input, out, errOut io.Writer) error {
+// out; warnings on errOut; progress on prog).
+func (a *App) buildNode(ctx context.Context, nb *nodeBuild, j job, in firstboot.Input, prog, out, errOut io.Writer) error {
 	p, err := firstboot.Plan(in)
 	if err != nil {
 		return fmt.Errorf("node %s: %w", j.node.Name, err)
 	}
 	o := nb.opts
-	o.Plan, o.Output = p, filepath.Join(nb.outDir, j.node.Name+".img")
+	o.Plan, o.Output, o.Progress = p, filepath.Join(nb.outDir, j.node.Name+".img"), prog
 	o.Meta = map[string]string{
 		"node": j.node.Name, "profile": j.profile.Name, "role": j.profile.Role,
 		"k3s_version": nb.bin.Version, "k3s_sha256": nb.bin.SHA256, "k3s_arch": nb.bin.Arch,

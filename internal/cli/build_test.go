@@ -309,8 +309,8 @@ func TestBuildEndToEnd(t *testing.T) {
 func TestBuildNodesScheduling(t *testing.T) {
 	names := []string{"n1", "n2", "n3", "n4", "n5", "n6"}
 	var inFlight, most atomic.Int32
-	work := func(fail map[int]bool) func(i int, out, errOut io.Writer) error {
-		return func(i int, out, errOut io.Writer) error {
+	work := func(fail map[int]bool) func(i int, prog, out, errOut io.Writer) error {
+		return func(i int, prog, out, errOut io.Writer) error {
 			n := inFlight.Add(1)
 			defer inFlight.Add(-1)
 			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
@@ -346,12 +346,12 @@ func TestBuildNodesScheduling(t *testing.T) {
 	o.Reset()
 	e.Reset()
 	fail := map[int]bool{1: true, 2: true}
-	err := a.buildNodes(context.Background(), names, "out", 2, func(i int, out, errOut io.Writer) error {
+	err := a.buildNodes(context.Background(), names, "out", 2, func(i int, prog, out, errOut io.Writer) error {
 		if i == 0 {
 			fmt.Fprintf(out, "n1: built\n")
 			return nil
 		}
-		return work(fail)(i, out, errOut)
+		return work(fail)(i, prog, out, errOut)
 	})
 	if err == nil || !strings.Contains(err.Error(), "2 of 6 nodes failed: n2, n3; not built after the failure: n4, n5, n6") {
 		t.Errorf("error %v", err)
@@ -377,7 +377,7 @@ func TestBuildNodesScheduling(t *testing.T) {
 	started := make(chan struct{}, len(names))
 	go func() { <-started; <-started; cancel() }()
 	t0 := time.Now()
-	err = a.buildNodes(ctx, names, "out", 2, func(i int, out, errOut io.Writer) error {
+	err = a.buildNodes(ctx, names, "out", 2, func(i int, prog, out, errOut io.Writer) error {
 		started <- struct{}{}
 		<-ctx.Done()
 		return fmt.Errorf("building %s: %w", names[i], ctx.Err())

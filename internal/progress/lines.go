@@ -56,6 +56,20 @@ func (ln *Line) Phase(phase string, total int64) {
 	l.redraw(false)
 }
 
+// Bar starts a phase named label of total bytes on the line and returns a
+// bar that counts on it, for code that reports through bars: such code
+// given the line as its progress writer (New(line, ...)) shows on the
+// line.
+func (ln *Line) Bar(label string, total int64) *Bar {
+	ln.Phase(label, total)
+	now := ln.l.now
+	return &Bar{label: label, total: total, now: now, start: now(), on: ln}
+}
+
+// Write drops p: a Line is an io.Writer only so that it can be passed as a
+// progress writer, to New, which draws bars on it (Line.Bar).
+func (ln *Line) Write(p []byte) (int, error) { return len(p), nil }
+
 // Add records n more bytes done in the current phase.
 func (ln *Line) Add(n int64) {
 	l := ln.l

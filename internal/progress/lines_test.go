@@ -2,6 +2,7 @@ package progress
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -39,5 +40,27 @@ func TestLinesRedrawInPlace(t *testing.T) {
 	}
 	if NewLines(&bytes.Buffer{}).w != nil {
 		t.Error("lines on a non-terminal are not silent")
+	}
+}
+
+// TestLineAsProgressWriter: a Line passed where a progress writer goes
+// shows each bar made on it as its phase, with the bar's bytes.
+func TestLineAsProgressWriter(t *testing.T) {
+	var out bytes.Buffer
+	clk := &fakeClock{t: time.Unix(0, 0), step: time.Second}
+	l := &Lines{w: &out, now: clk.now}
+	ln := l.Add("k5")
+	var w io.Writer = ln
+	bar := New(w, "copying base image", 10<<20)
+	bar.Add(5 << 20)
+	got := out.String()
+	if last := got[strings.LastIndex(got, "\r"):]; !strings.Contains(last, "k5: copying base image:  50.0% 5.0 MiB/10.0 MiB") {
+		t.Errorf("line %q", last)
+	}
+	bar.Done()
+	New(w, "checksumming", 1<<20).Add(1 << 20)
+	got = out.String()
+	if last := got[strings.LastIndex(got, "\r"):]; !strings.Contains(last, "k5: checksumming: 100.0%") {
+		t.Errorf("next phase %q", last)
 	}
 }

@@ -30,12 +30,16 @@ type Bar struct {
 	drawn time.Time
 	width int // length of the last line drawn, to blank leftovers
 	ended bool
+	on    *Line // shows this bar instead of w (Line.Bar)
 }
 
 // New returns a bar labelled label that counts up to total bytes (0 means
 // unknown). It draws on w only when w is a terminal; nil or any other
 // writer makes a silent bar.
 func New(w io.Writer, label string, total int64) *Bar {
+	if ln, ok := w.(*Line); ok {
+		return ln.Bar(label, total)
+	}
 	if w == nil || !IsTerminal(w) {
 		w = nil
 	}
@@ -64,6 +68,10 @@ func IsTerminal(w io.Writer) bool {
 // Add records n more bytes done and redraws if the last redraw is old enough.
 func (b *Bar) Add(n int64) {
 	if b == nil {
+		return
+	}
+	if b.on != nil {
+		b.on.Add(n)
 		return
 	}
 	b.mu.Lock()
