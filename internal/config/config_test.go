@@ -2,13 +2,11 @@ package config
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/imgbake/imgbake/internal/tempfile"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 func writeFile(t *testing.T, name, content string, mode os.FileMode) string {
@@ -266,24 +264,24 @@ func TestStaleSecretsTemp(t *testing.T) {
 	if err := WriteSecrets(p, &Secrets{Token: tok}, false); err != nil {
 		t.Fatal(err)
 	}
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Skip("no true command:", err)
-	}
-	// The name WriteFile gives its temporary file, with a pid that has ended.
-	stale := filepath.Join(dir, strings.Replace(tempfile.Pattern(p, ""), strconv.Itoa(os.Getpid())+"-*", strconv.Itoa(dead.Process.Pid)+"-42", 1))
+	// The name WriteFile gives its temporary file, with a pid that has
+	// ended, and one of a running imgbake (removed below).
+	stale, live := fixture.LeftTemps(t, p, []byte("token: "+tok+"\n"))
 	write := func() {
 		if err := os.WriteFile(stale, []byte("token: "+tok+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write()
 	if _, err := LoadSecrets(p); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); err == nil {
 		t.Error("LoadSecrets left a killed imgbake's copy of the secrets")
 	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("LoadSecrets removed a running imgbake's copy: %v", err)
+	}
+	os.Remove(live)
 	write()
 	if err := WriteSecrets(p, &Secrets{Token: tok}, true); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package tempfile
+package tempfile_test
 
 import (
 	"errors"
@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
+	"github.com/imgbake/imgbake/internal/tempfile"
 )
 
 // TestRemoveStale removes the temporary files of a process that has ended
@@ -19,24 +22,24 @@ func TestRemoveStale(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Skip("no true command:", err)
 	}
-	f, err := Create(filepath.Join(dir, "k3s-arm64"), ".part")
+	f, err := tempfile.Create(filepath.Join(dir, "k3s-arm64"), ".part")
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
 	own := filepath.Base(f.Name())
-	if !strings.HasPrefix(own, ".k3s-arm64"+Marker+strconv.Itoa(os.Getpid())+"-") || !strings.HasSuffix(own, ".part.tmp") {
+	if !strings.HasPrefix(own, ".k3s-arm64"+tempfile.Marker+strconv.Itoa(os.Getpid())+"-") || !strings.HasSuffix(own, ".part.tmp") {
 		t.Errorf("temporary file name %s", own)
 	}
-	stale := ".k5.img" + Marker + strconv.Itoa(dead.Process.Pid) + "-123.tmp"
-	live := ".k5.img" + Marker + strconv.Itoa(os.Getppid()) + "-123.tmp"
-	keep := []string{own, live, "k5.img", ".k5.img" + Marker + "x-1.tmp", "k5.img" + Marker + "1-1.tmp"}
+	stale := ".k5.img" + tempfile.Marker + strconv.Itoa(dead.Process.Pid) + "-123.tmp"
+	live := ".k5.img" + tempfile.Marker + strconv.Itoa(os.Getppid()) + "-123.tmp"
+	keep := []string{own, live, "k5.img", ".k5.img" + tempfile.Marker + "x-1.tmp", "k5.img" + tempfile.Marker + "1-1.tmp"}
 	for _, n := range append(keep, stale) {
 		if err := os.WriteFile(filepath.Join(dir, n), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	RemoveStale(dir, nil)
+	tempfile.RemoveStale(dir, nil)
 	if _, err := os.Stat(filepath.Join(dir, stale)); err == nil {
 		t.Errorf("%s of an ended process was kept", stale)
 	}
@@ -45,22 +48,6 @@ func TestRemoveStale(t *testing.T) {
 			t.Errorf("%s was removed", n)
 		}
 	}
-}
-
-// deadPid is the id of a process that has ended.
-func deadPid(t *testing.T) int {
-	t.Helper()
-	dead := exec.Command("true")
-	if err := dead.Run(); err != nil {
-		t.Skip("no true command:", err)
-	}
-	return dead.Process.Pid
-}
-
-// tempName is the name Create gives a temporary file for final in a
-// process with id pid.
-func tempName(final string, pid int) string {
-	return strings.Replace(Pattern(final, ""), strconv.Itoa(os.Getpid())+"-*", strconv.Itoa(pid)+"-42", 1)
 }
 
 // files lists the names in dir.
@@ -87,7 +74,7 @@ func TestWriteFile(t *testing.T) {
 		data string
 		mode os.FileMode
 	}{{"token: one\n", 0o600}, {"token: two\n", 0o644}, {"", 0o640}, {"token: three\n", 0o600}} {
-		if err := WriteFile(p, []byte(c.data), c.mode); err != nil {
+		if err := tempfile.WriteFile(p, []byte(c.data), c.mode); err != nil {
 			t.Fatal(err)
 		}
 		got, err := os.ReadFile(p)
@@ -108,10 +95,10 @@ func TestWriteFile(t *testing.T) {
 func TestWriteNew(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "cluster.yaml")
-	if err := WriteNew(p, []byte("old\n"), 0o644); err != nil {
+	if err := tempfile.WriteNew(p, []byte("old\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := WriteNew(p, []byte("new\n"), 0o644)
+	err := tempfile.WriteNew(p, []byte("new\n"), 0o644)
 	if !errors.Is(err, fs.ErrExist) {
 		t.Errorf("WriteNew over an existing file: %v, want an error wrapping fs.ErrExist", err)
 	}
@@ -133,7 +120,7 @@ func TestWriteFileFails(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(p, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFile(p, []byte("{}\n"), 0o644); err == nil || !strings.Contains(err.Error(), "writing "+p+": ") {
+	if err := tempfile.WriteFile(p, []byte("{}\n"), 0o644); err == nil || !strings.Contains(err.Error(), "writing "+p+": ") {
 		t.Errorf("WriteFile onto a directory: %v, want a writing %s error", err, p)
 	}
 	if names := files(t, dir); len(names) != 1 || names[0] != "status.json" {
@@ -156,7 +143,7 @@ func TestWriteFileFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Chmod(ro, 0o755)
-	if err := WriteFile(filepath.Join(ro, "pending.json"), []byte("[1]\n"), 0o644); err == nil {
+	if err := tempfile.WriteFile(filepath.Join(ro, "pending.json"), []byte("[1]\n"), 0o644); err == nil {
 		t.Error("WriteFile in a read-only directory succeeded")
 	}
 	if names := files(t, ro); len(names) != 1 {
@@ -169,14 +156,8 @@ func TestWriteFileFails(t *testing.T) {
 func TestWriteFileRemovesStale(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "enrolled.yaml")
-	stale := filepath.Join(dir, tempName(p, deadPid(t)))
-	live := filepath.Join(dir, tempName(p, os.Getppid()))
-	for _, f := range []string{stale, live} {
-		if err := os.WriteFile(f, []byte("half"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := WriteFile(p, []byte("nodes: []\n"), 0o644); err != nil {
+	stale, live := fixture.LeftTemps(t, p, []byte("half"))
+	if err := tempfile.WriteFile(p, []byte("nodes: []\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(stale); err == nil {

@@ -58,6 +58,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/imgbake/imgbake/internal/tempfile"
 	"github.com/imgbake/imgbake/netboot"
 )
 
@@ -366,16 +367,11 @@ func (t *Table) save(name string, a netip.Addr, mac net.HardwareAddr) {
 		return
 	}
 	p := filepath.Join(t.StateDir, name, bindingFile)
-	tmp := p + ".tmp"
 	err := os.MkdirAll(filepath.Dir(p), 0o700)
 	if err == nil {
-		err = os.WriteFile(tmp, []byte(a.String()+" "+mac.String()+"\n"), 0o600)
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
+		err = tempfile.WriteFile(p, []byte(a.String()+" "+mac.String()+"\n"), 0o600)
 	}
 	if err != nil {
-		os.Remove(tmp)
 		t.log().Warn("netboot: saving the node's binding; after a restart of the server the node must boot again", "node", name, "err", err)
 	}
 }
@@ -385,6 +381,10 @@ func (t *Table) load(name string) (netip.Addr, net.HardwareAddr, bool) {
 		return netip.Addr{}, nil, false
 	}
 	dir := filepath.Join(t.StateDir, name)
+	// Copies of the binding a killed server was writing: named by
+	// tempfile, or by an older imgbake binding.tmp.
+	tempfile.RemoveStale(dir, t.log())
+	os.Remove(filepath.Join(dir, bindingFile+".tmp"))
 	if err := os.Remove(filepath.Join(dir, legacyAddressFile)); err == nil {
 		t.log().Info("netboot: removed an address saved by an older imgbake (not trusted); if the node runs, boot it again", "node", name)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	ifixture "github.com/imgbake/imgbake/internal/fixture"
 )
 
 var (
@@ -244,4 +246,37 @@ func TestParseARP(t *testing.T) {
 	defer arp.Close()
 	arp.MAC(netip.MustParseAddr("127.0.0.1"))
 	arp.MAC(netip.MustParseAddr("127.0.0.1"))
+}
+
+// TestStaleBindingTemps: a restarted server removes the temporary copies
+// of a binding that a killed server left (and the fixed-name one an older
+// imgbake wrote), keeps a running imgbake's, and saves a binding 0600 with
+// nothing beside it.
+func TestStaleBindingTemps(t *testing.T) {
+	dir := t.TempDir()
+	node := filepath.Join(dir, "k5")
+	os.MkdirAll(node, 0o700)
+	stale, live := ifixture.LeftTemps(t, filepath.Join(node, bindingFile), []byte(evilIP.String()+" "+otherMAC.String()+"\n"))
+	legacy := filepath.Join(node, bindingFile+".tmp")
+	if err := os.WriteFile(legacy, []byte(evilIP.String()+" "+otherMAC.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, true, dir)
+	f.Restore([]string{"k5"})
+	for _, p := range []string{stale, legacy} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was kept", filepath.Base(p))
+		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a running imgbake's %s went: %v", filepath.Base(live), err)
+	}
+	os.Remove(live)
+	f.boot(t, Node{Name: "k5"}, nodeIP)
+	if fi, err := os.Stat(filepath.Join(node, bindingFile)); err != nil || fi.Mode() != 0o600 {
+		t.Errorf("saved binding: %v, mode %v, want 0600", err, fi.Mode())
+	}
+	if ents, _ := os.ReadDir(node); len(ents) != 1 {
+		t.Errorf("%s holds %d files, want the binding alone", node, len(ents))
+	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	ifixture "github.com/imgbake/imgbake/internal/fixture"
 	"github.com/imgbake/imgbake/internal/testlog"
 	"github.com/imgbake/imgbake/netboot"
 )
@@ -359,5 +360,23 @@ func TestBadFile(t *testing.T) {
 	os.WriteFile(p, []byte("nodez: []\n"), 0o644)
 	if _, err := (&Store{Path: p}).Load(); err == nil {
 		t.Error("unknown field: no error")
+	}
+}
+
+// TestStaleEnrolledTemps: a copy of the enrolled-nodes file that a killed
+// imgbake was writing is removed when the file is next read; a running
+// imgbake's stays.
+func TestStaleEnrolledTemps(t *testing.T) {
+	dir := t.TempDir()
+	store := &Store{Path: filepath.Join(dir, DefaultFile)}
+	stale, live := ifixture.LeftTemps(t, store.Path, []byte("nodes:\n"))
+	if _, err := store.Load(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Error("a killed imgbake's copy of the enrolled nodes was kept")
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a running imgbake's copy went: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"time"
@@ -73,6 +74,8 @@ type Store struct {
 
 // Load reads the file; a missing file is an empty State.
 func (s *Store) Load() (*State, error) {
+	// Copies a killed imgbake was writing (the file, or another beside it).
+	tempfile.RemoveStale(filepath.Dir(s.Path), nil)
 	data, err := os.ReadFile(s.Path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Next: 1}, nil

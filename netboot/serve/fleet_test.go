@@ -126,3 +126,30 @@ func TestEnrolNotRecorded(t *testing.T) {
 		t.Errorf("nodes %v", s.current())
 	}
 }
+
+// TestStaleStateTemps: a server starting removes the half-written copies of
+// status.json and pending.json that a killed server left in the state
+// directory, and keeps a running imgbake's.
+func TestStaleStateTemps(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	os.MkdirAll(state, 0o700)
+	staleStatus, live := fixture.LeftTemps(t, filepath.Join(state, StatusFile), []byte("{"))
+	stalePending, _ := fixture.LeftTemps(t, filepath.Join(state, enroll.PendingFile), []byte("["))
+	stale := []string{staleStatus, stalePending}
+	mac, _ := net.ParseMAC(macText)
+	s := &Server{Nodes: []Node{{Name: "k5", Serial: serial, MAC: mac}},
+		Disks:     &node.Store{StateDir: state, ImageDir: filepath.Join(dir, "out")},
+		Addr:      netip.MustParseAddr("127.0.0.1"),
+		Neighbors: binding.NeighborsFunc(func(netip.Addr) (net.HardwareAddr, bool) { return nil, false }),
+		Init:      func(string) ([]byte, error) { return []byte(ourInit), nil }}
+	start(t, s).stop()
+	for _, p := range stale {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s was kept", filepath.Base(p))
+		}
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("a running imgbake's %s went: %v", filepath.Base(live), err)
+	}
+}

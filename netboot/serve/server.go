@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/imgbake/imgbake/internal/tempfile"
 	"github.com/imgbake/imgbake/netboot"
 	"github.com/imgbake/imgbake/netboot/binding"
 	"github.com/imgbake/imgbake/netboot/dhcp"
@@ -114,6 +115,9 @@ func (s *Server) Serve(ctx context.Context, l Listeners) error {
 	}
 	defer s.closeDisks()
 	log := s.logger()
+	// status.json and pending.json a killed server was writing; the nodes'
+	// directories are cleaned as their bindings are restored.
+	tempfile.RemoveStale(s.Disks.StateDir, log)
 	neigh := s.Neighbors
 	if neigh == nil {
 		arp, err := binding.OpenARP()
