@@ -135,16 +135,7 @@ func BenchmarkWrite70MiB(b *testing.B) {
 
 // benchOurs does the writes of BenchmarkWrite70MiB with the package.
 func benchOurs(b *testing.B, img, local string) {
-	fh, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer fh.Close()
-	fi, _ := fh.Stat()
-	f, err := ext4.Open(fh, 0, fi.Size(), &ext4.Options{Now: testNow})
-	if err != nil {
-		b.Fatal(err)
-	}
+	f := openImage(b, img, false)
 	a := ext4.Attr{Mode: 0o644}
 	if err := f.MkdirAll("/var/lib/images", ext4.Attr{Mode: 0o755}); err != nil {
 		b.Fatal(err)
@@ -215,16 +206,7 @@ func TestMemory70MiBInto64GiB(t *testing.T) {
 
 // memChild is the child side: write, close, report VmHWM.
 func memChild(t *testing.T, img string) {
-	fh, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	fi, _ := fh.Stat()
-	f, err := ext4.Open(fh, 0, fi.Size(), &ext4.Options{Now: testNow})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := openImage(t, img, false)
 	if err := f.MkdirAll("/var/lib/rancher/k3s/agent/images", ext4.Attr{Mode: 0o755}); err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,9 @@ package ext4
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,4 +133,26 @@ func coreDebugfs(t testing.TB, img, cmd string) string {
 		t.Fatalf("debugfs -R %q: %v", cmd, err)
 	}
 	return string(out)
+}
+
+// corePattern checks that debugfs reads path in img as the n bytes
+// patReader gives (streamed and hashed: the file may be large).
+func corePattern(t testing.TB, img, path string, n int64) {
+	t.Helper()
+	want := sha256.New()
+	io.Copy(want, &patReader{n: n})
+	cmd := exec.Command("debugfs", "-R", "cat "+path, img)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("debugfs: %v", err)
+	}
+	got := sha256.New()
+	size, _ := io.Copy(got, out)
+	cmd.Wait()
+	if size != n || !bytes.Equal(want.Sum(nil), got.Sum(nil)) {
+		t.Errorf("%s differs (debugfs read %d bytes, want %d)", path, size, n)
+	}
 }
