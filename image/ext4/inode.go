@@ -225,14 +225,7 @@ func (f *FS) newInode(ino uint32, mode uint16, a Attr) *inode {
 		}
 		put16(in.b, iExtraIsize, extra)
 	}
-	now := f.now()
-	mt := a.Mtime
-	if mt.IsZero() {
-		mt = now
-	}
-	in.setTime(iAtime, iAtimeExtra, now)
-	in.setTime(iCtime, iCtimeExtra, now)
-	in.setTime(iMtime, iMtimeExtra, mt)
+	now := f.stamp(in, a.Mtime)
 	in.setTime(iCrtime, iCrtimeExtra, now)
 	return in
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"time"
 )
 
 // dirSlack is how many blocks adding one directory entry may need at most: a new leaf,
@@ -169,14 +170,20 @@ func (f *FS) linkNew(dir *inode, base string, in *inode, ft uint8) error {
 func (f *FS) setAttr(in *inode, mode uint16, a Attr) {
 	put16(in.b, iMode, mode)
 	in.setOwner(a.UID, a.GID)
+	f.stamp(in, a.Mtime)
+}
+
+// stamp sets in's access and change times to now and its modification time
+// to mtime, or to now when mtime is zero; it returns now.
+func (f *FS) stamp(in *inode, mtime time.Time) time.Time {
 	now := f.now()
-	mt := a.Mtime
-	if mt.IsZero() {
-		mt = now
+	if mtime.IsZero() {
+		mtime = now
 	}
-	in.setTime(iMtime, iMtimeExtra, mt)
-	in.setTime(iCtime, iCtimeExtra, now)
 	in.setTime(iAtime, iAtimeExtra, now)
+	in.setTime(iCtime, iCtimeExtra, now)
+	in.setTime(iMtime, iMtimeExtra, mtime)
+	return now
 }
 
 func (f *FS) touchDir(dir *inode) {
