@@ -150,7 +150,9 @@ func applyLease(ifi *net.Interface, ack *dhcpv4.DHCPv4) (netConfig, error) {
 	return nc, nil
 }
 
-func ifreqIoctl(name string, req uint, set func(*unix.Ifreq) error) error {
+// withIfreq runs fn with a socket for interface ioctls and an Ifreq
+// naming the interface.
+func withIfreq(name string, fn func(fd int, ifr *unix.Ifreq) error) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -160,29 +162,28 @@ func ifreqIoctl(name string, req uint, set func(*unix.Ifreq) error) error {
 	if err != nil {
 		return err
 	}
-	if set != nil {
-		if err := set(ifr); err != nil {
-			return err
+	return fn(fd, ifr)
+}
+
+func ifreqIoctl(name string, req uint, set func(*unix.Ifreq) error) error {
+	return withIfreq(name, func(fd int, ifr *unix.Ifreq) error {
+		if set != nil {
+			if err := set(ifr); err != nil {
+				return err
+			}
 		}
-	}
-	return unix.IoctlIfreq(fd, req, ifr)
+		return unix.IoctlIfreq(fd, req, ifr)
+	})
 }
 
 func setFlagsUp(name string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	return withIfreq(name, func(fd int, ifr *unix.Ifreq) error {
+		if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+			return err
+		}
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+		return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+	})
 }
 
 func setAddr(name string, ip, mask net.IP) error {

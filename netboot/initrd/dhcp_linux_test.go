@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imgbake/imgbake/internal/fixture"
 	"github.com/imgbake/imgbake/internal/testlog"
 )
 
@@ -27,14 +28,6 @@ func TestDHCPClient(t *testing.T) {
 		return
 	}
 	cli, log := dnsmasqNetns(t, "1h")
-	sh := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
 	cmd := exec.Command("ip", "netns", "exec", cli, os.Args[0], "-test.run", "^TestDHCPClient$")
 	cmd.Env = append(os.Environ(), "IMGBAKE_DHCP_HELPER=eth0")
 	out, err := cmd.CombinedOutput()
@@ -44,11 +37,11 @@ func TestDHCPClient(t *testing.T) {
 	if !strings.Contains(string(out), "RESULT eth0 10.78.0.1") || !strings.Contains(string(out), " 10.78.0.53,10.78.0.54 cluster.lan") {
 		t.Errorf("client result:\n%s", out)
 	}
-	addr := sh("ip", "-n", cli, "-4", "-o", "addr", "show", "dev", "eth0")
+	addr := fixture.Run(t, "ip", "-n", cli, "-4", "-o", "addr", "show", "dev", "eth0")
 	if !regexp.MustCompile(`inet 10\.78\.0\.1\d\d/24`).MatchString(addr) {
 		t.Errorf("address: %s", addr)
 	}
-	if route := sh("ip", "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.78.0.254 dev eth0") {
+	if route := fixture.Run(t, "ip", "-n", cli, "-4", "route", "show", "default"); !strings.Contains(route, "default via 10.78.0.254 dev eth0") {
 		t.Errorf("default route: %q", route)
 	}
 	if !strings.Contains(log.String(), "DHCPACK(lan0)") {
@@ -62,34 +55,22 @@ func TestDHCPClient(t *testing.T) {
 // dnsmasq's log. It skips the test without root, ip or dnsmasq.
 func dnsmasqNetns(t *testing.T, lease string, extra ...string) (string, *testlog.Buffer) {
 	t.Helper()
-	for _, tool := range []string{"ip", "dnsmasq"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install iproute2 dnsmasq)", tool)
-		}
-	}
+	fixture.NeedTools(t, "ip", "dnsmasq")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for network namespaces")
-	}
-	sh := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
 	}
 	id := strconv.Itoa(os.Getpid())
 	srv, cli := "imgbake-dhcps-"+id, "imgbake-dhcpc-"+id
 	for _, ns := range []string{srv, cli} {
-		sh("ip", "netns", "add", ns)
+		fixture.Run(t, "ip", "netns", "add", ns)
 		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		sh("ip", "-n", ns, "link", "set", "lo", "up")
+		fixture.Run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	}
 	veth := fmt.Sprintf("nbs%04d", os.Getpid()%10000) // pids may have fewer than 4 digits
-	sh("ip", "link", "add", veth, "netns", srv, "type", "veth", "peer", "name", "eth0", "netns", cli)
-	sh("ip", "-n", srv, "link", "set", veth, "name", "lan0")
-	sh("ip", "-n", srv, "addr", "add", "10.78.0.1/24", "dev", "lan0")
-	sh("ip", "-n", srv, "link", "set", "lan0", "up")
+	fixture.Run(t, "ip", "link", "add", veth, "netns", srv, "type", "veth", "peer", "name", "eth0", "netns", cli)
+	fixture.Run(t, "ip", "-n", srv, "link", "set", veth, "name", "lan0")
+	fixture.Run(t, "ip", "-n", srv, "addr", "add", "10.78.0.1/24", "dev", "lan0")
+	fixture.Run(t, "ip", "-n", srv, "link", "set", "lan0", "up")
 	dir := t.TempDir()
 	args := []string{"netns", "exec", srv, "dnsmasq", "--keep-in-foreground", "--conf-file=/dev/null", "--port=0",
 		"--interface=lan0", "--bind-interfaces", "--dhcp-range=10.78.0.100,10.78.0.110,255.255.255.0," + lease,

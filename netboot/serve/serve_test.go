@@ -58,15 +58,7 @@ func nodeImage(t *testing.T, dir string) (img string, initrd []byte) {
 
 	writeFAT(t, img, "initramfs8", string(initrd))
 	writeFAT(t, img, "bootcode.bin", "bootcode for every Pi")
-	info, err := image.Inspect(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(img, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f, info := openImage(t, img)
 	rp, _ := info.Partition(info.RootPartition)
 	root, err := ext4.Open(f, rp.Start, rp.Size, nil)
 	if err != nil {
@@ -281,7 +273,8 @@ func TestServeNode(t *testing.T) {
 	}
 }
 
-func writeFAT(t *testing.T, img, name, data string) {
+// openImage inspects img and opens it read-write until the test ends.
+func openImage(t *testing.T, img string) (*os.File, *image.Info) {
 	t.Helper()
 	info, err := image.Inspect(img)
 	if err != nil {
@@ -291,7 +284,13 @@ func writeFAT(t *testing.T, img, name, data string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	t.Cleanup(func() { f.Close() })
+	return f, info
+}
+
+func writeFAT(t *testing.T, img, name, data string) {
+	t.Helper()
+	f, info := openImage(t, img)
 	bp, _ := info.Partition(info.BootPartition)
 	boot, err := fat.Open(f, bp.Start, bp.Size, false, time.Unix(0, 0))
 	if err != nil {
