@@ -227,6 +227,22 @@ func tftpFrom(t *testing.T, ns fixture.Netns, name string) ([]byte, error) {
 	return os.ReadFile(out)
 }
 
+// pi4Discover is the Pi 4 bootloader's DISCOVER with chaddr mac and serial
+// in option 97.
+func pi4Discover(t *testing.T, mac net.HardwareAddr, serial uint32) *dhcpv4.DHCPv4 {
+	t.Helper()
+	o97 := append([]byte{0}, "RPi4"...)
+	o97 = binary.BigEndian.AppendUint32(o97, 0xc03111)
+	o97 = append(o97, mac[2:6]...)
+	o97 = binary.BigEndian.AppendUint32(o97, serial)
+	p, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(dhcp.PiVendorClass)),
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, o97)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // piDHCP sends the Pi 4 bootloader's DISCOVER from interface ifn in ns,
 // with chaddr mac and serial in option 97, and waits for the OFFER.
 func piDHCP(t *testing.T, ns fixture.Netns, ifn, mac string, serial uint32) error {
@@ -237,15 +253,7 @@ func piDHCP(t *testing.T, ns fixture.Netns, ifn, mac string, serial uint32) erro
 		t.Fatal(err)
 	}
 	defer c.Close()
-	o97 := append([]byte{0}, "RPi4"...)
-	o97 = binary.BigEndian.AppendUint32(o97, 0xc03111)
-	o97 = append(o97, hw[2:6]...)
-	o97 = binary.BigEndian.AppendUint32(o97, serial)
-	req, err := dhcpv4.NewDiscovery(hw, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(dhcp.PiVendorClass)),
-		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, o97)))
-	if err != nil {
-		t.Fatal(err)
-	}
+	req := pi4Discover(t, hw, serial)
 	if _, err := c.WriteTo(req.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67}); err != nil {
 		t.Fatal(err)
 	}
@@ -617,27 +625,15 @@ func TestDHCPFloodNetns(t *testing.T) {
 	}
 	defer c.Close()
 	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
-	discover := func(mac net.HardwareAddr, serial uint32) *dhcpv4.DHCPv4 {
-		o97 := append([]byte{0}, "RPi4"...)
-		o97 = binary.BigEndian.AppendUint32(o97, 0xc03111)
-		o97 = append(o97, mac[2:6]...)
-		o97 = binary.BigEndian.AppendUint32(o97, serial)
-		p, err := dhcpv4.NewDiscovery(mac, dhcpv4.WithOption(dhcpv4.OptClassIdentifier(dhcp.PiVendorClass)),
-			dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, o97)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
 	const flood = 5000
 	for i := range flood {
 		mac := net.HardwareAddr{0xdc, 0xa6, 0x32, byte(i >> 16), byte(i >> 8), byte(i)}
-		c.WriteTo(discover(mac, 0xff000000+uint32(i)).ToBytes(), bcast)
+		c.WriteTo(pi4Discover(t, mac, 0xff000000+uint32(i)).ToBytes(), bcast)
 		if i%200 == 0 {
 			time.Sleep(5 * time.Millisecond) // keep within the socket buffers
 		}
 	}
-	relayed := discover(net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, 0x1234abcd)
+	relayed := pi4Discover(t, net.HardwareAddr{2, 0, 0, 0, 0, 0x66}, 0x1234abcd)
 	relayed.GatewayIPAddr = net.ParseIP(nodeIP).To4()
 	c.WriteTo(relayed.ToBytes(), bcast)
 	relayPort.SetReadDeadline(time.Now().Add(2 * time.Second))
