@@ -89,8 +89,8 @@ set, else from a fixed date derived from the inputs.`,
 	f.StringVar(&o.profilesDir, "profiles-dir", "", "directory of profile files (default ./profiles when it exists)")
 	cmd.RegisterFlagCompletionFunc("profile", func(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
 		dir := o.profilesDir
-		if c, err := config.Load(g.config); err == nil && dir == "" {
-			dir = firstNonEmpty(c.Path(c.ProfilesDir), c.Path(config.DefaultProfilesDir))
+		if c, err := config.Load(g.config); err == nil {
+			dir = c.ProfilesDirFor(o.profilesDir)
 		}
 		names, _ := profiles.List(dir)
 		return names, cobra.ShellCompDirectiveNoFileComp
