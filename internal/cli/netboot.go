@@ -195,7 +195,7 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	if err != nil {
 		return err
 	}
-	addr, err := interfaceAddr(o.iface, o.address)
+	addr, err := waitInterfaceAddr(ctx, o.iface, o.address, log)
 	if err != nil {
 		return err
 	}
@@ -278,6 +278,39 @@ func (a *App) netbootInit() func(arch string) ([]byte, error) {
 	}
 }
 
+// addrWait is how long netboot waits for its interface's address at
+// start: started at boot (imgbake-netboot.service), it may run before the
+// network manager has configured the interface.
+const addrWait = 2 * time.Minute
+
+// waitInterfaceAddr is interfaceAddr, waiting up to addrWait for an
+// interface that exists but has no (such) address yet.
+func waitInterfaceAddr(ctx context.Context, iface, want string, log *slog.Logger) (netip.Addr, error) {
+	deadline := time.Now().Add(addrWait)
+	for logged := false; ; logged = true {
+		addr, err := interfaceAddr(iface, want)
+		var na noAddrError
+		if err == nil || !errors.As(err, &na) || time.Now().After(deadline) {
+			return addr, err
+		}
+		if !logged {
+			log.Info("netboot: waiting for the interface's address", "interface", iface, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Addr{}, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// noAddrError is an interface without (the wanted) IPv4 address, which
+// may come.
+type noAddrError struct{ err error }
+
+func (e noAddrError) Error() string { return e.err.Error() }
+func (e noAddrError) Unwrap() error { return e.err }
+
 // interfaceAddr returns want (checked to be on iface) or iface's first
 // IPv4 address.
 func interfaceAddr(iface, want string) (netip.Addr, error) {
@@ -309,9 +342,9 @@ func interfaceAddr(iface, want string) (netip.Addr, error) {
 		}
 	}
 	if w.IsValid() {
-		return netip.Addr{}, usagef("--address %s is not an address of %s", w, iface)
+		return netip.Addr{}, noAddrError{usagef("--address %s is not an address of %s", w, iface)}
 	}
-	return netip.Addr{}, fmt.Errorf("%s has no IPv4 address: give it one on the Pis' network (or pick another --interface)", iface)
+	return netip.Addr{}, noAddrError{fmt.Errorf("%s has no IPv4 address: give it one on the Pis' network (or pick another --interface)", iface)}
 }
 
 func (a *App) runNetbootReset(ctx context.Context, g *globals, o *netbootOptions, args []string) error {

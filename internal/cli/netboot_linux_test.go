@@ -3,6 +3,8 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,5 +117,37 @@ func TestNetbootHelper(t *testing.T) {
 	app := &App{Stdout: os.Stdout, Stderr: os.Stderr, Env: os.Getenv}
 	if code := app.Execute(context.Background(), strings.Split(args, "\n")); code != 0 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestWaitInterfaceAddr: started at boot, netboot waits for its interface
+// to get its address instead of failing (and being restarted by systemd);
+// an interface that does not exist is an error at once.
+func TestWaitInterfaceAddr(t *testing.T) {
+	ns, peer := fixture.NewNetns(t, "addr"), fixture.NewNetns(t, "addr-p")
+	ns.Veth(t, "lan0", "", peer, "peer0")
+	log := slog.New(slog.DiscardHandler)
+	err := ns.Do(func() error {
+		if _, err := waitInterfaceAddr(context.Background(), "nope0", "", log); err == nil || !strings.Contains(err.Error(), "nope0") {
+			t.Errorf("missing interface: %v", err)
+		}
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			ns.IP(t, "addr", "add", "10.9.0.5/24", "dev", "lan0")
+		}()
+		start := time.Now()
+		addr, err := waitInterfaceAddr(context.Background(), "lan0", "", log)
+		if err != nil || addr.String() != "10.9.0.5" || time.Since(start) < time.Second {
+			t.Errorf("waited %s for %v, %v", time.Since(start), addr, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+		defer cancel()
+		if _, err := waitInterfaceAddr(ctx, "lan0", "10.9.0.6", log); !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("an address that never comes, stopped: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
