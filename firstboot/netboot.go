@@ -25,6 +25,9 @@ const (
 	ImgbakeBin     = "/usr/local/bin/imgbake"
 	netbootSecrets = "imgbake.secrets.yaml"
 	netbootEnroll  = "imgbake.enrolled.yaml"
+	// NetbootWait is how long the unit's imgbake netboot waits for its
+	// interface and address at boot (--wait).
+	NetbootWait = "2m"
 )
 
 // NetbootServer is what the image of a netboot server node carries
@@ -155,7 +158,7 @@ func (b *builder) netbootServer() error {
 			b.dir(d, 0o700, 0, 0)
 		}
 	}
-	args := []string{ImgbakeBin, "netboot", "--config", NetbootConfig, "--interface", s.Settings.Interface, "--disk-size", s.Settings.DiskSize}
+	args := []string{ImgbakeBin, "netboot", "--config", NetbootConfig, "--interface", s.Settings.Interface, "--wait", NetbootWait, "--disk-size", s.Settings.DiskSize}
 	var mounts []string
 	if s.Settings.StateDir != "" {
 		args = append(args, "--state-dir", s.Settings.StateDir)

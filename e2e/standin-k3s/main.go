@@ -214,6 +214,10 @@ func reportMultiUser(ctx context.Context, out io.Writer) {
 	// A netboot server node's imgbake-netboot.service, with multi-user.target.
 	b, _ = exec.CommandContext(ctx, "systemctl", "show", "imgbake-netboot.service", "-p", "LoadState,ActiveState,SubState,NRestarts").Output()
 	emit(out, "netboot_svc", strings.Join(strings.Fields(string(b)), " "))
+	if strings.Contains(string(b), "LoadState=loaded") {
+		b, _ = exec.CommandContext(ctx, "journalctl", "-b", "-u", "imgbake-netboot.service", "-o", "cat", "--no-pager", "-n", "30").Output()
+		emit(out, "netboot_log", string(b))
+	}
 }
 
 func readTrim(path string) string {

@@ -85,7 +85,7 @@ func TestPrintUnit(t *testing.T) {
 		t.Fatalf("%d %s", code, errOut)
 	}
 	for _, want := range []string{"After=network-online.target", "Restart=always", "ExecReload=/bin/kill -HUP $MAINPID",
-		" netboot --config /etc/imgbake/imgbake.yaml --interface eth1 --state-dir /var/lib/imgbake\n"} {
+		" netboot --config /etc/imgbake/imgbake.yaml --interface eth1 --wait 2m --state-dir /var/lib/imgbake\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("unit lacks %q:\n%s", want, out)
 		}

@@ -34,6 +34,8 @@ type netbootOptions struct {
 	iface, address, stateDir, diskSize, out string
 	noDHCP, printUnit                       bool
 	tftpPort, nbdPort                       int
+	// wait is how long to wait for the interface and its address.
+	wait time.Duration
 }
 
 func (a *App) netbootCommand(g *globals) *cobra.Command {
@@ -76,6 +78,7 @@ their disk I/O waits until it runs again.`,
 	f.BoolVar(&o.noDHCP, "no-dhcp", false, "do not answer DHCP (another server sends the network boot answer)")
 	f.IntVar(&o.tftpPort, "tftp-port", 69, "TFTP port (Pi bootloaders use 69)")
 	f.IntVar(&o.nbdPort, "nbd-port", serve.DefaultNBDPort, "NBD port")
+	f.DurationVar(&o.wait, "wait", 0, "wait this long for the interface and its address to appear (a service started at boot; the unit passes 2m)")
 	f.BoolVar(&o.printUnit, "print-unit", false, "print a systemd unit that runs this command, for a Linux host that serves the nodes")
 	addDiskFlags(f, o)
 	cmd.AddCommand(a.netbootResetCommand(g), a.netbootPendingCommand(g), a.netbootApproveCommand(g), a.netbootStatusCommand(g))
@@ -195,7 +198,7 @@ func (a *App) runNetboot(ctx context.Context, g *globals, o *netbootOptions) err
 	if err != nil {
 		return err
 	}
-	addr, err := waitInterfaceAddr(ctx, o.iface, o.address, log)
+	addr, err := waitInterfaceAddr(ctx, o.iface, o.address, o.wait, log)
 	if err != nil {
 		return err
 	}
@@ -278,15 +281,12 @@ func (a *App) netbootInit() func(arch string) ([]byte, error) {
 	}
 }
 
-// addrWait is how long netboot waits for its interface's address at
-// start: started at boot (imgbake-netboot.service), it may run before the
-// network manager has configured the interface.
-const addrWait = 2 * time.Minute
-
-// waitInterfaceAddr is interfaceAddr, waiting up to addrWait for an
-// interface that exists but has no (such) address yet.
-func waitInterfaceAddr(ctx context.Context, iface, want string, log *slog.Logger) (netip.Addr, error) {
-	deadline := time.Now().Add(addrWait)
+// waitInterfaceAddr is interfaceAddr, waiting up to wait for an interface
+// that does not exist or has no (such) address yet: started at boot
+// (imgbake-netboot.service), netboot may run before the driver or the
+// network manager has set the interface up.
+func waitInterfaceAddr(ctx context.Context, iface, want string, wait time.Duration, log *slog.Logger) (netip.Addr, error) {
+	deadline := time.Now().Add(wait)
 	for logged := false; ; logged = true {
 		addr, err := interfaceAddr(iface, want)
 		var na noAddrError
@@ -294,7 +294,7 @@ func waitInterfaceAddr(ctx context.Context, iface, want string, log *slog.Logger
 			return addr, err
 		}
 		if !logged {
-			log.Info("netboot: waiting for the interface's address", "interface", iface, "err", err)
+			log.Info("netboot: waiting for the interface and its address", "interface", iface, "for", wait, "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -304,8 +304,8 @@ func waitInterfaceAddr(ctx context.Context, iface, want string, log *slog.Logger
 	}
 }
 
-// noAddrError is an interface without (the wanted) IPv4 address, which
-// may come.
+// noAddrError is an interface that is missing or has no (wanted) IPv4
+// address, which may come.
 type noAddrError struct{ err error }
 
 func (e noAddrError) Error() string { return e.err.Error() }
@@ -316,7 +316,7 @@ func (e noAddrError) Unwrap() error { return e.err }
 func interfaceAddr(iface, want string) (netip.Addr, error) {
 	ifi, err := net.InterfaceByName(iface)
 	if err != nil {
-		return netip.Addr{}, usagef("--interface %s: %v (list interfaces with `ip -br addr`)", iface, err)
+		return netip.Addr{}, noAddrError{usagef("--interface %s: %v (list interfaces with `ip -br addr`)", iface, err)}
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {

@@ -128,21 +128,30 @@ func TestWaitInterfaceAddr(t *testing.T) {
 	ns.Veth(t, "lan0", "", peer, "peer0")
 	log := slog.New(slog.DiscardHandler)
 	err := ns.Do(func() error {
-		if _, err := waitInterfaceAddr(context.Background(), "nope0", "", log); err == nil || !strings.Contains(err.Error(), "nope0") {
-			t.Errorf("missing interface: %v", err)
+		if _, err := waitInterfaceAddr(context.Background(), "nope0", "", 0, log); err == nil || !strings.Contains(err.Error(), "nope0") {
+			t.Errorf("missing interface, no --wait: %v", err)
+		}
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			peer.IP(t, "link", "add", "late0", "type", "veth", "peer", "name", "late1")
+			peer.IP(t, "link", "set", "late0", "netns", string(ns))
+			ns.IP(t, "addr", "add", "10.9.1.5/24", "dev", "late0")
+		}()
+		if addr, err := waitInterfaceAddr(context.Background(), "late0", "", time.Minute, log); err != nil || addr.String() != "10.9.1.5" {
+			t.Errorf("an interface that appears later: %v, %v", addr, err)
 		}
 		go func() {
 			time.Sleep(1500 * time.Millisecond)
 			ns.IP(t, "addr", "add", "10.9.0.5/24", "dev", "lan0")
 		}()
 		start := time.Now()
-		addr, err := waitInterfaceAddr(context.Background(), "lan0", "", log)
+		addr, err := waitInterfaceAddr(context.Background(), "lan0", "", time.Minute, log)
 		if err != nil || addr.String() != "10.9.0.5" || time.Since(start) < time.Second {
 			t.Errorf("waited %s for %v, %v", time.Since(start), addr, err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
 		defer cancel()
-		if _, err := waitInterfaceAddr(ctx, "lan0", "10.9.0.6", log); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := waitInterfaceAddr(ctx, "lan0", "10.9.0.6", time.Minute, log); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("an address that never comes, stopped: %v", err)
 		}
 		return nil

@@ -126,7 +126,7 @@ func TestBuildNetbootServer(t *testing.T) {
 	}
 
 	unit := debugfsCat(t, root, "/etc/systemd/system/imgbake-netboot.service")
-	for _, want := range []string{"ExecStart=/usr/local/bin/imgbake netboot --config " + nd + "/imgbake.yaml --interface end0 --disk-size 8G\n", "After=network-online.target", "Restart=always", "ExecReload=/bin/kill -HUP $MAINPID"} {
+	for _, want := range []string{"ExecStart=/usr/local/bin/imgbake netboot --config " + nd + "/imgbake.yaml --interface end0 --wait 2m --disk-size 8G\n", "After=network-online.target", "Restart=always", "ExecReload=/bin/kill -HUP $MAINPID"} {
 		if !strings.Contains(unit, want) {
 			t.Errorf("imgbake-netboot.service lacks %q:\n%s", want, unit)
 		}

@@ -19,7 +19,7 @@ func (a *App) printUnit(g *globals, o *netbootOptions) error {
 	if err != nil {
 		return err
 	}
-	args := []string{exe, "netboot", "--config", cfg, "--interface", firstNonEmpty(o.iface, "eth0")}
+	args := []string{exe, "netboot", "--config", cfg, "--interface", firstNonEmpty(o.iface, "eth0"), "--wait", firstboot.NetbootWait}
 	for _, f := range []struct{ name, v string }{{"--address", o.address}, {"--state-dir", o.stateDir}, {"--out", o.out}} {
 		if f.v != "" {
 			p := f.v
