@@ -100,7 +100,7 @@ func TestNetbootEnroll(t *testing.T) {
 	x := expect{Role: "agent", Hostname: "edge-1", Config: []string{
 		"node-name: edge-1", "server: https://" + serverAddr + ":6443", "- e2e.imgbake.dev/pool=enrolled", "- imgbake.io/role=edge",
 	}}
-	v, rec, spec := netbootReady(ctx, t, lan, "edge-1-boot1", spec, func() bootSpec { s, _ := piBoot(ctx, t, lan, fw, dir, pi); return s })
+	v, rec, spec := netbootReady(ctx, t, lan, "edge-1-boot1", spec)
 	checkNode(t, rec, spec, x)
 	checkFirstboot(t, rec, true)
 	status := runImgbake(ctx, t, bin, "netboot", "status", "--config", cfg, "--state-dir", state)
@@ -117,7 +117,7 @@ func TestNetbootEnroll(t *testing.T) {
 	if !ok || !strings.Contains(spec.Cmdline, "/edge-1 ") {
 		t.Fatalf("boot 2: answered %v, command line %q", ok, spec.Cmdline)
 	}
-	v, rec, _ = netbootReady(ctx, t, lan, "edge-1-boot2", spec, func() bootSpec { s, _ := piBoot(ctx, t, lan, fw, dir, pi); return s })
+	v, rec, _ = netbootReady(ctx, t, lan, "edge-1-boot2", spec)
 	checkFirstboot(t, rec, false)
 	if rec["marker_prev"] != "1" || rec["hostname"] != "edge-1" {
 		t.Errorf("boot 2: marker %q, hostname %q; want boot 1's state on edge-1's disk", rec["marker_prev"], rec["hostname"])
@@ -265,23 +265,10 @@ func TestPiDHCPHelper(t *testing.T) {
 
 // netbootReady boots spec's diskless node and waits for the stand-in k3s,
 // like startNetbootVM and vm.ready, with the kernel's messages on the
-// console (loglevel=7: /init's DHCP errors show). A node whose /init got no
-// DHCP lease says so and reboots, and a Pi's bootloader then asks again and
-// fetches its files anew (again); QEMU runs with -no-reboot, so that reboot
-// is done here, once, and logged. This happens now and then in CI
-// (dnsmasq's log shows every exchange completed with an ACK): the retry
-// keeps the rest of the test meaningful while that is chased.
-func netbootReady(ctx context.Context, t *testing.T, ns, name string, spec bootSpec, again func() bootSpec) (*vm, map[string]string, bootSpec) {
+// console (loglevel=7: /init's DHCP errors show when a boot fails).
+func netbootReady(ctx context.Context, t *testing.T, ns, name string, spec bootSpec) (*vm, map[string]string, bootSpec) {
 	t.Helper()
 	spec.Cmdline += " loglevel=7"
 	v := startNetbootVM(ctx, t, ns, name, spec)
-	bctx, cancel := context.WithTimeout(ctx, bootTimeout)
-	defer cancel()
-	if _, err := v.record(bctx, "ready"); err != nil && countLines(t, v, "the node cannot boot from the network") > 0 {
-		t.Logf("%s: /init got no DHCP lease (known intermittent failure); the Pi reboots and boots again. Console:\n%s", name, v.lastLines())
-		spec = again()
-		spec.Cmdline += " loglevel=7"
-		v = startNetbootVM(ctx, t, ns, name+"-again", spec)
-	}
 	return v, v.ready(ctx, t), spec
 }

@@ -117,12 +117,21 @@ func exchange(fd int, m *dhcpv4.DHCPv4, want dhcpv4.MessageType) (*dhcpv4.DHCPv4
 			if r.MessageType() == dhcpv4.MessageTypeNak {
 				return nil, errors.New("the DHCP server refused the request (NAK)")
 			}
-			if r.MessageType() == want {
+			if r.MessageType() == want && addressed(r) {
 				return r, nil
 			}
 		}
 	}
 	return nil, fmt.Errorf("no DHCP %s", want)
+}
+
+// addressed reports whether an OFFER or ACK gives an address. A proxy DHCP
+// server (imgbake netboot's, dnsmasq's proxy mode) answers the Pi's
+// requests too, with the same transaction ID and no address (yiaddr
+// 0.0.0.0): that answer is for the bootloader, not a lease.
+func addressed(r *dhcpv4.DHCPv4) bool {
+	ip := r.YourIPAddr.To4()
+	return ip != nil && !ip.IsUnspecified()
 }
 
 // applyLease sets the address, netmask and default route of the lease.

@@ -127,6 +127,9 @@ func replyOf(r *dhcpv4.DHCPv4, from net.Addr) (dhcpReply, bool) {
 	case dhcpv4.MessageTypeNak:
 		rep.nak = true
 	case dhcpv4.MessageTypeAck:
+		if !addressed(r) {
+			return dhcpReply{}, false // a proxy DHCP server's answer
+		}
 		rep.addr = r.YourIPAddr.To4()
 		rep.lease = r.IPAddressLeaseTime(defaultLease)
 		rep.t1 = r.IPAddressRenewalTime(0)
