@@ -9,25 +9,23 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
-// coreMount loop-mounts img at a fresh directory; it skips when that is not possible
-// (not root, no loop devices).
+// coreMount loop-mounts img at a fresh directory (in a private mount namespace:
+// fixture.Mount); it skips when that is not possible (not root, no loop devices).
 func coreMount(t *testing.T, img string, ro bool) (string, func()) {
 	t.Helper()
-	mnt := t.TempDir()
 	opts := "loop"
 	if ro {
 		opts += ",ro"
 	}
-	if out, err := exec.Command("mount", "-o", opts, img, mnt).CombinedOutput(); err != nil {
-		t.Skipf("cannot loop-mount (needs root and loop devices): %v %s", err, out)
+	mnt, umount, err := fixture.Mount(t, img, "", opts)
+	if err != nil {
+		t.Skipf("cannot loop-mount (needs root and loop devices): %v", err)
 	}
-	return mnt, func() {
-		if out, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount: %v %s", err, out)
-		}
-	}
+	return mnt, umount
 }
 
 // TestCoreKernelPopulated edits a filesystem the Linux kernel populated (its own htree

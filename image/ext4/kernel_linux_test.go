@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/imgbake/imgbake/image/ext4"
+	"github.com/imgbake/imgbake/internal/fixture"
 )
 
 // The Linux kernel as the second opinion: it mounts what we wrote, reads it
@@ -23,24 +23,15 @@ import (
 
 // mountImage loop-mounts img read-write and returns the mount point; the
 // unmount is registered with t.Cleanup and can be forced earlier with the
-// returned function.
+// returned function. The mount lives in a private mount namespace
+// (fixture.Mount): after the unmount the image holds everything the kernel
+// wrote, whatever other tests run meanwhile.
 func mountImage(t *testing.T, img string) (string, func()) {
 	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "ext4", "-o", "loop,rw", img, dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount -o loop %s: %v\n%s", img, err, out)
+	dir, umount, err := fixture.Mount(t, img, "ext4", "loop,rw")
+	if err != nil {
+		t.Fatal(err)
 	}
-	mounted := true
-	umount := func() {
-		if !mounted {
-			return
-		}
-		mounted = false
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
-		}
-	}
-	t.Cleanup(umount)
 	return dir, umount
 }
 
@@ -52,13 +43,11 @@ func requireLoopMount(t *testing.T) {
 	}
 	requireTool(t, "mount")
 	img := makeFixtureBytes(t, "tiny", 1<<20)
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "ext4", "-o", "loop,ro", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("loop mounts are not available here (%v: %s); the kernel tests need them", err, strings.TrimSpace(string(out)))
+	_, umount, err := fixture.Mount(t, img, "ext4", "loop,ro")
+	if err != nil {
+		t.Skipf("loop mounts are not available here (%v); the kernel tests need them", err)
 	}
-	if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-		t.Fatalf("umount: %v %s", err, out)
-	}
+	umount()
 }
 
 // kernelCompare checks the mounted tree at dir against m through the
