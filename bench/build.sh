@@ -4,7 +4,8 @@
 #   first node (cold cache: decompress + build)  vs  xz -dc of the base       (goal <= 1.1x)
 #   each further node on ext4 (warm cache)       vs  cp --sparse=always       (goal <= 1.0x)
 #     (also one node at a time, -j 1, and against cp --sparse=always + sync,
-#     which is durable as a build is)
+#     which is durable as a build is; and one node against one copy, each
+#     alone after a sync)
 #   each further node on an XFS loop mount       vs  cp --reflink=always      (goal <= 0.2 s)
 #   build --compress zst / xz                    vs  zstd -T0 -3 / xz -T0 -6 of the raw image
 # The base is the Raspberry Pi OS Bookworm arm64 test fixture grown to
@@ -132,6 +133,15 @@ cp_t=$(cploop)
 # copies, each synced (sync FILE fsyncs it), say what durability costs.
 cps_t=$(cploop sync)
 rm -f "$W"/cp.img.* "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
+# One copy, then one node, each alone after a sync (nothing dirty in the
+# page cache): cp's best case, since its copy then stays in memory, while a
+# build writes its node to the disk before renaming it.
+sync
+one_cp_t=$(measure cp --sparse=always "$cached" "$W/cp1.img")
+rm -f "$W/cp1.img" "$W"/c/out/n2.img*
+sync
+one_t=$(measure "$@" n2)
+rm -f "$W"/c/out/n2.img
 
 # The same further nodes on XFS with reflinks: the cache (decompressed base
 # and its checksums) is copied onto an XFS loop mount.
@@ -179,6 +189,8 @@ pw1=$(per "$(field "$extra1_t" 1)"); pc1=$(per "$(field "$extra1_t" 2)")
 row "  the same, one at a time (-j 1)" "$pw1 $pc1" "= $(rat "$pw1" "$(field "$cpa_t" 1)")x and $(rat "$pw1" "$(field "$cp_t" 1)")x cp wall"
 row "cp --sparse=always + sync of the copy" "$cps_t" "(per copy: durable, as a build is)"
 row "  per further node on ext4 against it" "$pw $pc" "= $(rat "$pw" "$(field "$cps_t" 1)")x wall (-j 1: $(rat "$pw1" "$(field "$cps_t" 1)")x)"
+row "one cp --sparse=always, alone after sync" "$one_cp_t" "(not durable: the copy stays in memory)"
+row "  one further node, alone after sync" "$one_t" "= $(rat "$(field "$one_t" 1)" "$(field "$one_cp_t" 1)")x that cp, $(rat "$(field "$one_t" 1)" "$(field "$cps_t" 1)")x cp + sync wall"
 if [ -n "$xfs" ]; then
 	row "cp --reflink=always on XFS" "$ref_t"
 	xw=$(per "$(field "$xfs_t" 1)"); xc=$(per "$(field "$xfs_t" 2)")
