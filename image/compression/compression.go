@@ -1,7 +1,8 @@
 // Package compression is imgbake's one home for compressed images and
 // files: the names of the formats (the file extensions: xz, zst, gz, zip),
-// their detection from the first bytes, and the readers that decompress
-// them. Base images, flashed images and kernel modules all go through it.
+// their detection from the first bytes, the readers that decompress them,
+// and the xz program's compressor (XZProgramCompressor). Base images,
+// flashed images and kernel modules all go through it.
 package compression
 
 import (
@@ -261,6 +262,57 @@ func NewXZProgramReader(ctx context.Context, r io.Reader) (io.ReadCloser, error)
 		return nil, nil
 	}
 	return startProgramStdin(ctx, r, prog, "-dc", "-T0")
+}
+
+// XZProgramCompressor returns a function that compresses a chunk into one
+// .xz stream with the xz program, or nil when xz is not installed (looked
+// up on $PATH at each call). The stream is what `xz -6 -T1` makes: preset
+// 6 (8 MiB dictionary), a CRC64 check, single-threaded so one block; each
+// call runs one xz process, which takes about 94 MiB. The program's LZMA2
+// encoder makes files about 13% smaller than the pure-Go one's. Its output
+// is the same on every run for a given xz version (single-threaded xz is
+// deterministic; XZ_OPT and XZ_DEFAULTS are not passed to it), but another
+// xz version may compress differently. When ctx ends, xz is killed and
+// waited for, and the function returns ctx's error.
+func XZProgramCompressor() func(ctx context.Context, p []byte) ([]byte, error) {
+	prog, err := exec.LookPath("xz")
+	if err != nil {
+		return nil
+	}
+	env := xzEnv()
+	return func(ctx context.Context, p []byte) ([]byte, error) {
+		return runXZ(ctx, prog, env, p)
+	}
+}
+
+// runXZ compresses p with the xz program prog run with environment env.
+func runXZ(ctx context.Context, prog string, env []string, p []byte) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, prog, "-z", "-c", "-6", "-T1", "--check=crc64")
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(p)
+	out := bytes.NewBuffer(make([]byte, 0, len(p)/4))
+	var stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = out, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("compressing with %s: %w: %s", prog, err, strings.TrimSpace(stderr.String()))
+	}
+	return out.Bytes(), nil
+}
+
+// xzEnv is this process's environment without the variables that change
+// what xz makes (XZ_OPT, XZ_DEFAULTS: options read before the command
+// line's), so that the output depends only on the input and xz's version.
+func xzEnv() []string {
+	env := []string{} // not nil: nil would pass on the whole environment
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "XZ_OPT=") && !strings.HasPrefix(kv, "XZ_DEFAULTS=") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func startProgram(ctx context.Context, prog string, args ...string) (io.ReadCloser, error) {
