@@ -70,7 +70,19 @@ func compressChunks(ctx context.Context, img *os.File, size, chunk int64, compre
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	sem := make(chan struct{}, workers+1) // bounds chunks held in memory
-	zeroChunk := sync.OnceValues(func() ([]byte, error) { return compress(gctx, make([]byte, chunk)) })
+	// busy bounds the chunks being compressed to one per CPU: a compressor
+	// may run a program, which GOMAXPROCS does not hold back.
+	busy := make(chan struct{}, workers)
+	limited := func(p []byte) ([]byte, error) {
+		select {
+		case busy <- struct{}{}:
+		case <-gctx.Done():
+			return nil, gctx.Err()
+		}
+		defer func() { <-busy }()
+		return compress(gctx, p)
+	}
+	zeroChunk := sync.OnceValues(func() ([]byte, error) { return limited(make([]byte, chunk)) })
 	g.Go(func() error {
 		for i := range n {
 			select {
@@ -93,7 +105,7 @@ func compressChunks(ctx context.Context, img *os.File, size, chunk int64, compre
 					if length == chunk && isZero(buf) {
 						stream, err = zeroChunk()
 					} else {
-						stream, err = compress(gctx, buf)
+						stream, err = limited(buf)
 					}
 				}
 				if err != nil {

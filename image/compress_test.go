@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -127,4 +128,38 @@ func TestBuildZstdInterruptedMidStream(t *testing.T) {
 		t.Errorf("Build returned %v after the cancel", took)
 	}
 	assertOnly(t, dir)
+}
+
+// TestCompressChunksOnePerCPU: no more chunks are compressed at once than
+// there are CPUs to run them (GOMAXPROCS), although one more is held in
+// memory: the xz program's processes are not held back by GOMAXPROCS.
+func TestCompressChunksOnePerCPU(t *testing.T) {
+	const chunk, n = 4096, 32
+	f, err := os.Create(filepath.Join(t.TempDir(), "k5.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(words(chunk*n, 6)); err != nil {
+		t.Fatal(err)
+	}
+	var running, most atomic.Int64
+	compress := func(ctx context.Context, p []byte) ([]byte, error) {
+		r := running.Add(1)
+		defer running.Add(-1)
+		for m := most.Load(); r > m && !most.CompareAndSwap(m, r); m = most.Load() {
+		}
+		time.Sleep(5 * time.Millisecond)
+		return p[:1], nil
+	}
+	var out bytes.Buffer
+	if err := compressChunks(context.Background(), f, chunk*n, chunk, compress, &out, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out.Len() != n {
+		t.Fatalf("%d bytes written, want %d", out.Len(), n)
+	}
+	if cpus := int64(runtime.GOMAXPROCS(0)); most.Load() > cpus {
+		t.Errorf("%d chunks compressed at once, GOMAXPROCS is %d", most.Load(), cpus)
+	}
 }
