@@ -110,14 +110,18 @@ i=2
 while [ "$i" -le "$NODES" ]; do extra="$extra n$i"; i=$((i + 1)); done
 extra_n=$((NODES - 1))
 cached=$(ls "$W"/c/cache/base/*.img)
-# cploop [sync]: as many copies of the base as further nodes, one after the
-# other, like the builds (the same page cache and writeback pressure), each
-# synced with "sync": prints the wall and CPU time per copy. What a copy
-# costs depends much on the state of the page cache (reclaim, writeback of
-# what came before), so the plain copies are measured before the builds and
+# cploop [sync|end]: as many copies of the base as further nodes, one after
+# the other, like the builds (the same page cache and writeback pressure):
+# prints the wall and CPU time per copy. With sync each copy is synced
+# ("sync FILE"), with end all of them once after the last, in the time; the
+# plain copies leave gigabytes to write back, which a sync after the loop,
+# out of the time, writes before the next measurement. What a copy costs
+# depends much on the state of the page cache (reclaim, writeback of what
+# came before), so the plain copies are measured before the builds and
 # after them.
 cploop() {
-	t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; [ -z "$4" ] || sync "$3.$i"; i=$((i + 1)); done' sh "$cached" "$extra_n" "$W/cp.img" "${1:-}")
+	t=$(measure sh -c 'i=1; while [ "$i" -le "$2" ]; do cp --sparse=always "$1" "$3.$i"; [ "$4" != sync ] || sync "$3.$i"; i=$((i + 1)); done; [ "$4" != end ] || sync' sh "$cached" "$extra_n" "$W/cp.img" "${1:-}")
+	sync
 	rm -f "$W"/cp.img.*
 	echo "$(per "$(field "$t" 1)") $(per "$(field "$t" 2)")"
 }
@@ -132,6 +136,7 @@ cp_t=$(cploop)
 # A build fsyncs its files before it renames them; cp does not. The same
 # copies, each synced (sync FILE fsyncs it), say what durability costs.
 cps_t=$(cploop sync)
+cpe_t=$(cploop end)
 rm -f "$W"/cp.img.* "$W"/c/out/n[2-9]*.img "$W"/c/out/n1?*.img
 # One copy, then one node, each alone after a sync (nothing dirty in the
 # page cache): cp's best case, since its copy then stays in memory, while a
@@ -189,6 +194,8 @@ pw1=$(per "$(field "$extra1_t" 1)"); pc1=$(per "$(field "$extra1_t" 2)")
 row "  the same, one at a time (-j 1)" "$pw1 $pc1" "= $(rat "$pw1" "$(field "$cpa_t" 1)")x and $(rat "$pw1" "$(field "$cp_t" 1)")x cp wall"
 row "cp --sparse=always + sync of the copy" "$cps_t" "(per copy: durable, as a build is)"
 row "  per further node on ext4 against it" "$pw $pc" "= $(rat "$pw" "$(field "$cps_t" 1)")x wall (-j 1: $(rat "$pw1" "$(field "$cps_t" 1)")x)"
+row "cp --sparse=always in a row, one sync" "$cpe_t" "(per copy: the copies' writeback included)"
+row "  per further node on ext4 against it" "$pw $pc" "= $(rat "$pw" "$(field "$cpe_t" 1)")x wall (-j 1: $(rat "$pw1" "$(field "$cpe_t" 1)")x)"
 row "one cp --sparse=always, alone after sync" "$one_cp_t" "(not durable: the copy stays in memory)"
 row "  one further node, alone after sync" "$one_t" "= $(rat "$(field "$one_t" 1)" "$(field "$one_cp_t" 1)")x that cp, $(rat "$(field "$one_t" 1)" "$(field "$cps_t" 1)")x cp + sync wall"
 if [ -n "$xfs" ]; then

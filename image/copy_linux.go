@@ -6,21 +6,23 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 
-	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
-// copyPiece bounds the data one copy_file_range worker takes at a time.
+// copyPiece bounds the data copied between two checks for cancellation
+// and two writeback starts.
 const copyPiece = 32 << 20
 
 // cloneFile makes dst (empty, open for writing) a copy of src: a reflink
 // (FICLONE) where the filesystem offers it, else a copy of only the data
-// ranges (SEEK_DATA/SEEK_HOLE) with copy_file_range on every core, so holes
-// stay holes. It stops between pieces once ctx is done.
+// ranges (SEEK_DATA/SEEK_HOLE) with copy_file_range, so holes stay holes.
+// It stops between pieces once ctx is done. One copy at a time: the kernel
+// serialises buffered writes to a file (the inode lock), so a second copy
+// into the same file only spins on that lock (measured on ext4: more
+// system time, no faster); nodes built at once copy in parallel instead.
 func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
 	if err := unix.IoctlFileClone(int(dst.Fd()), int(src.Fd())); err == nil {
 		bar.Add(size)
@@ -52,30 +54,15 @@ func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress
 		}
 		pieces = pieces[1:]
 	}
-	work := make(chan [2]int64)
-	var g errgroup.Group
-	for range runtime.GOMAXPROCS(0) {
-		g.Go(func() error {
-			var err error
-			for p := range work {
-				if err == nil {
-					err = copyRange(dst, src, p, bar)
-				}
-			}
-			return err
-		})
-	}
 	for _, p := range pieces {
-		if ctx.Err() != nil {
-			break
+		if err := ctx.Err(); err != nil {
+			return err
 		}
-		work <- p
+		if err := copyRange(dst, src, p, bar); err != nil {
+			return fmt.Errorf("copying data: %w", err)
+		}
 	}
-	close(work)
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("copying data: %w", err)
-	}
-	return ctx.Err()
+	return nil
 }
 
 // copyRange copies the bytes [p[0], p[1]) of src to the same offsets of
