@@ -31,37 +31,32 @@ func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress
 	if err := dst.Truncate(size); err != nil {
 		return err
 	}
-	// The data ranges of src, in pieces.
-	var pieces [][2]int64
-	var data int64
-	for off := int64(0); off < size; {
+	// The data ranges of src, a piece at a time; holes count as copied.
+	// The first piece tells whether copy_file_range works between these
+	// files at all (it fails across some filesystems).
+	first := true
+	off := int64(0)
+	for off < size {
 		start, end, ok := nextData(src, off, size)
 		if !ok {
 			break
 		}
+		bar.Add(start - off)
 		for p := start; p < end; p += copyPiece {
-			pieces = append(pieces, [2]int64{p, min(p+copyPiece, end)})
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := copyRange(dst, src, [2]int64{p, min(p+copyPiece, end)}, bar); err != nil {
+				if first {
+					return copyPlain(dst, src, size, bar)
+				}
+				return fmt.Errorf("copying data: %w", err)
+			}
+			first = false
 		}
-		data += end - start
 		off = end
 	}
-	bar.Add(size - data) // holes count as copied
-	// The first piece tells whether copy_file_range works between these
-	// files at all (it fails across some filesystems).
-	if len(pieces) > 0 {
-		if err := copyRange(dst, src, pieces[0], bar); err != nil {
-			return copyPlain(dst, src, size, bar)
-		}
-		pieces = pieces[1:]
-	}
-	for _, p := range pieces {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := copyRange(dst, src, p, bar); err != nil {
-			return fmt.Errorf("copying data: %w", err)
-		}
-	}
+	bar.Add(size - off)
 	return nil
 }
 
