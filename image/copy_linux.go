@@ -48,7 +48,7 @@ func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress
 			}
 			if err := copyRange(dst, src, [2]int64{p, min(p+copyPiece, end)}, bar); err != nil {
 				if first {
-					return copyPlain(dst, src, size, bar)
+					return copyPlain(ctx, dst, src, size, bar)
 				}
 				return fmt.Errorf("copying data: %w", err)
 			}
@@ -77,18 +77,6 @@ func copyRange(dst, src *os.File, p [2]int64, bar *progress.Bar) error {
 	// output's fsync then finds most of it on the disk already.
 	unix.SyncFileRange(int(dst.Fd()), p[0], p[1]-p[0], unix.SYNC_FILE_RANGE_WRITE)
 	return nil
-}
-
-// copyPlain copies src into dst byte by byte, leaving holes for zeros.
-func copyPlain(dst, src *os.File, size int64, bar *progress.Bar) error {
-	if err := dst.Truncate(0); err != nil {
-		return err
-	}
-	sw := &sparseWriter{f: dst}
-	if _, err := io.CopyBuffer(sw, progress.NewReader(io.NewSectionReader(src, 0, size), bar), make([]byte, 1<<20)); err != nil {
-		return err
-	}
-	return sw.finish()
 }
 
 // nextData returns the data region of f that starts at or after off: its

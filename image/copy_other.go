@@ -4,19 +4,14 @@ package image
 
 import (
 	"context"
-	"io"
 	"os"
 
 	"github.com/imgbake/imgbake/internal/progress"
 )
 
 // cloneFile copies src into the empty file dst, leaving holes for zeros.
-func cloneFile(_ context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
-	sw := &sparseWriter{f: dst}
-	if _, err := io.CopyBuffer(sw, progress.NewReader(io.NewSectionReader(src, 0, size), bar), make([]byte, 1<<20)); err != nil {
-		return err
-	}
-	return sw.finish()
+func cloneFile(ctx context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
+	return copyPlain(ctx, dst, src, size, bar)
 }
 
 // nextData reports everything from off as data: no SEEK_DATA here.

@@ -1,10 +1,13 @@
 package image
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/imgbake/imgbake/internal/progress"
 )
 
 // sparseChunk is the granularity of hole detection: all-zero runs of at least
@@ -90,4 +93,19 @@ func (s *sparseWriter) finish() error {
 		return fmt.Errorf("setting size of %s: %w", s.f.Name(), err)
 	}
 	return nil
+}
+
+// copyPlain copies the first size bytes of src into dst, leaving holes for
+// zeros, where the filesystem can neither clone nor copy_file_range. It
+// stops with ctx's error once ctx is done (reads fail then).
+func copyPlain(ctx context.Context, dst, src *os.File, size int64, bar *progress.Bar) error {
+	if err := dst.Truncate(0); err != nil {
+		return err
+	}
+	sw := &sparseWriter{f: dst}
+	r := progress.NewReader(io.NewSectionReader(ctxReaderAt{ctx, src}, 0, size), bar)
+	if _, err := io.CopyBuffer(sw, r, make([]byte, 1<<20)); err != nil {
+		return err
+	}
+	return sw.finish()
 }
