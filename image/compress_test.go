@@ -54,15 +54,13 @@ func (c *checksThenCancel) Err() error {
 // each makes a frame or stream that concatenates with others.
 func TestChunkCompressorsStopMidChunk(t *testing.T) {
 	p := words(zstdChunk, 1)
-	cases := []struct {
+	type compressor struct {
 		name, tool string
 		compress   chunkCompressor
-	}{{"zst", "zstd", zstdCompressor()}, {"xz", "xz", xzCompress}}
+	}
+	cases := []compressor{{"zst", "zstd", zstdCompressor()}, {"xz", "xz", xzCompress}}
 	if c := compression.XZProgramCompressor(); c != nil {
-		cases = append(cases, struct {
-			name, tool string
-			compress   chunkCompressor
-		}{"xz-program", "xz", c})
+		cases = append(cases, compressor{"xz-program", "xz", c})
 	} else {
 		t.Log("xz not installed: the xz program's compressor is not tested")
 	}
